@@ -1,0 +1,47 @@
+# vcfscreen: the README's two commands are `make demo` and `make test`; both install what
+# they need. The local stack (Kafka, Triton, Orthanc, Prometheus) is run by stack/stackctl.py.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+STACK := $(PYTHON) -m stack.stackctl
+PYTEST_ARGS ?=
+
+.PHONY: install test unit demo stack-up stack-down stack-status clean-stack
+
+# The project environment; rebuilt only when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing vcfscreen and its dependencies into $(VENV) (the first time takes a few minutes)"
+	@$(PY) -m pip install -q --upgrade "pip>=24"
+	@$(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# Brings up the stack (what is not already up), runs every test, brings down what it started.
+test: install
+	@$(STACK) run -- $(PY) -m pytest $(PYTEST_ARGS)
+
+# Unit tests only: no servers.
+unit: install
+	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+demo: install
+	@$(STACK) up
+	@$(STACK) status
+	@echo "the stack stays up: Prometheus http://127.0.0.1:9090, Orthanc http://127.0.0.1:8042, Triton 127.0.0.1:8001; stop it with 'make stack-down'"
+
+stack-up:
+	@$(STACK) up
+
+stack-down:
+	@$(STACK) down
+
+stack-status:
+	@$(STACK) status
+
+# Stops the stack and forgets its data (broker log, Orthanc store, Prometheus TSDB).
+clean-stack: stack-down
+	rm -rf .stack/kafka/data .stack/orthanc/db .stack/prometheus/data

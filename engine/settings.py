@@ -1,0 +1,261 @@
+"""Every setting of vcfscreen, in one pydantic-settings model.
+
+Environment variables use the prefix ``VCF_`` and ``__`` between a group and its field,
+for example ``VCF_KAFKA__BOOTSTRAP_SERVERS=broker:9092`` or ``VCF_TRITON__URL=triton:8001``.
+Each component receives only its own group (``settings.kafka``, ``settings.triton``...).
+The Helm chart's values and the README's configuration table follow these fields.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "VCF_"
+ENV_NESTED_DELIMITER = "__"
+
+
+class KafkaSecurityProtocol(str, Enum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class KafkaSettings(BaseModel):
+    """Where study events come from and where results go."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    """Comma-separated host:port list of Kafka brokers."""
+    studies_topic: str = "ct.studies"
+    """Topic of incoming StudyEvents (pointers to studies, never pixels)."""
+    results_topic: str = "ct.vcf.results"
+    """Topic of ScreeningResults, keyed by StudyInstanceUID."""
+    dlq_topic: str = "ct.studies.dlq"
+    """Dead-letter topic: poison events and undecodable studies, each with its reason."""
+    group_id: str = "vcfscreen"
+    """Consumer group shared by all workers of one deployment."""
+    client_id: str = "vcfscreen"
+    """Client id reported to the broker (appears in broker logs and quotas)."""
+    security_protocol: KafkaSecurityProtocol = KafkaSecurityProtocol.PLAINTEXT
+    """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
+    sasl_mechanism: str | None = None
+    """SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) when SASL is used."""
+    sasl_username: str | None = None
+    """SASL user name."""
+    sasl_password: SecretStr | None = None
+    """SASL password (a secret: masked in `vcfscreen config`)."""
+    ssl_cafile: Path | None = None
+    """CA bundle for TLS connections to the brokers."""
+    max_poll_interval_ms: int = Field(default=300_000, gt=0)
+    """Upper bound between polls before the broker evicts the consumer."""
+    session_timeout_ms: int = Field(default=45_000, gt=0)
+    """Consumer session timeout."""
+
+
+class TritonSettings(BaseModel):
+    """Triton Inference Server, used when ``models.backend`` is ``triton``."""
+
+    url: str = "127.0.0.1:8001"
+    """gRPC endpoint host:port."""
+    http_url: str = "127.0.0.1:8000"
+    """HTTP endpoint host:port (health checks)."""
+    metrics_url: str = "http://127.0.0.1:8002/metrics"
+    """Triton's Prometheus metrics endpoint."""
+    timeout_s: float = Field(default=120.0, gt=0)
+    """Deadline of one inference request."""
+    max_retries: int = Field(default=5, ge=0)
+    """Retries of a request that failed because the server was unavailable."""
+    retry_backoff_s: float = Field(default=0.5, gt=0)
+    """First back-off delay; doubles at every retry."""
+    shared_memory: bool = True
+    """Pass volumes through system (or CUDA) shared memory when client and server share a host."""
+
+
+class PacsSettings(BaseModel):
+    """The PACS / vendor-neutral archive reached over DICOMweb."""
+
+    dicomweb_url: str = "http://127.0.0.1:8042/dicom-web"
+    """Root URL of the DICOMweb service (QIDO-RS, WADO-RS, STOW-RS)."""
+    username: str | None = None
+    """HTTP basic-auth user name, if the PACS needs one."""
+    password: SecretStr | None = None
+    """HTTP basic-auth password (a secret: masked in `vcfscreen config`)."""
+    timeout_s: float = Field(default=60.0, gt=0)
+    """Timeout of one DICOMweb request."""
+    write_back: bool = False
+    """Store a DICOM SR per screened study back to the PACS over STOW-RS."""
+    max_requests_per_s: float = Field(default=5.0, gt=0)
+    """Rate limit for archive replays, so the PACS is not overwhelmed."""
+
+
+class InferenceBackend(str, Enum):
+    ONNXRUNTIME = "onnxruntime"
+    TRITON = "triton"
+
+
+class ModelSettings(BaseModel):
+    """The models and how they are run."""
+
+    backend: InferenceBackend = InferenceBackend.ONNXRUNTIME
+    """`onnxruntime` runs in-process; `triton` calls Triton Inference Server."""
+    dir: Path = Path(__file__).resolve().parent / "models"
+    """Folder of the shipped ONNX models; point it at real weights trained elsewhere."""
+    segmentation_file: str = "vertebra_seg.onnx"
+    """Segmentation model file name inside ``dir``."""
+    classifier_file: str = "vertebra_cls.onnx"
+    """Classifier model file name inside ``dir``."""
+    intra_op_threads: int = Field(default=0, ge=0)
+    """ONNX Runtime intra-op threads (0: one per core)."""
+
+
+class PreprocessSettings(BaseModel):
+    """Resampling and normalisation before the models."""
+
+    spacing_mm: tuple[float, float, float] = (2.0, 2.0, 2.0)
+    """Model voxel spacing along (z, y, x) in millimetres."""
+    hu_window: tuple[float, float] = (-200.0, 1200.0)
+    """HU range mapped to [0, 1] before inference."""
+    device: str = "auto"
+    """`auto` (GPU when present), `cpu` or `gpu` for the DALI pipeline."""
+
+    @field_validator("spacing_mm")
+    @classmethod
+    def _positive_spacing(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if min(value) <= 0:
+            raise ValueError(f"spacing_mm {value} must be positive in every axis")
+        return value
+
+    @field_validator("hu_window")
+    @classmethod
+    def _ordered_window(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if value[0] >= value[1]:
+            raise ValueError(f"hu_window {value}: lower bound must be below upper bound")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value not in {"auto", "cpu", "gpu"}:
+            raise ValueError(f"device {value!r} must be one of auto, cpu, gpu")
+        return value
+
+
+class SelectionSettings(BaseModel):
+    """Which series of a study is fit for screening."""
+
+    max_slice_thickness_mm: float = Field(default=3.0, gt=0)
+    """Thicker reconstructions are skipped."""
+    min_coverage_mm: float = Field(default=150.0, gt=0)
+    """Minimum cranio-caudal extent of the series."""
+    min_slices: int = Field(default=50, gt=0)
+    """Minimum number of axial images."""
+    require_original: bool = True
+    """Only ImageType ORIGINAL series (no derived reformats)."""
+
+
+class GradingSettings(BaseModel):
+    """Genant semi-quantitative thresholds and the study flag."""
+
+    grade1_height_loss: float = Field(default=0.20, gt=0, lt=1)
+    """Height loss at which grade 1 (mild) starts."""
+    grade2_height_loss: float = Field(default=0.25, gt=0, lt=1)
+    """Height loss at which grade 2 (moderate) starts."""
+    grade3_height_loss: float = Field(default=0.40, gt=0, lt=1)
+    """Height loss at which grade 3 (severe) starts."""
+    flag_min_grade: int = Field(default=2, ge=1, le=3)
+    """A study is flagged positive when any vertebra reaches this grade."""
+    fracture_probability_threshold: float = Field(default=0.5, gt=0, lt=1)
+    """Classifier probability above which a vertebra counts as fractured."""
+
+    @model_validator(mode="after")
+    def _increasing(self) -> GradingSettings:
+        if not self.grade1_height_loss < self.grade2_height_loss < self.grade3_height_loss:
+            raise ValueError(
+                "grade thresholds must increase: "
+                f"{self.grade1_height_loss} < {self.grade2_height_loss} < {self.grade3_height_loss}"
+            )
+        return self
+
+
+class WorkerSettings(BaseModel):
+    """The streaming worker (`vcfscreen serve`)."""
+
+    metrics_port: int = Field(default=9400, ge=0, le=65535)
+    """Port of /metrics, /healthz and /readyz."""
+    bind_host: str = "0.0.0.0"
+    """Interface the metrics and health server listens on."""
+    max_in_flight: int = Field(default=4, ge=1)
+    """Studies held in memory at once across all stages."""
+    queue_size: int = Field(default=2, ge=1)
+    """Capacity of the queue between two stages."""
+    drain_grace_s: float = Field(default=120.0, ge=0)
+    """On SIGTERM, time allowed to finish in-flight studies before exiting."""
+
+
+class LoggingSettings(BaseModel):
+    """Log format and what identifiers may appear in logs."""
+
+    level: str = "INFO"
+    """Python logging level name."""
+    json_format: bool = False
+    """One JSON object per line instead of plain text."""
+    log_uids: bool = False
+    """Write StudyInstanceUIDs and accession numbers in logs; otherwise a short hash."""
+
+    @field_validator("level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"logging level {value!r} is not a Python logging level")
+        return upper
+
+
+class Settings(BaseSettings):
+    """All of vcfscreen's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        env_file=None,
+        extra="ignore",
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    triton: TritonSettings = TritonSettings()
+    pacs: PacsSettings = PacsSettings()
+    models: ModelSettings = ModelSettings()
+    preprocess: PreprocessSettings = PreprocessSettings()
+    selection: SelectionSettings = SelectionSettings()
+    grading: GradingSettings = GradingSettings()
+    worker: WorkerSettings = WorkerSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+
+def masked_dict(settings: Settings) -> dict[str, Any]:
+    """The effective settings as JSON-ready data, with every secret masked."""
+    # mode="json" renders SecretStr as "**********" and paths and enums as strings.
+    return settings.model_dump(mode="json")
+
+
+def masked_json(settings: Settings) -> str:
+    return json.dumps(masked_dict(settings), indent=2, sort_keys=False)
+
+
+def as_env_lines(settings: Settings) -> list[str]:
+    """The effective settings as ``VCF_GROUP__FIELD=value`` lines, secrets masked."""
+    lines: list[str] = []
+    for group, fields in masked_dict(settings).items():
+        for name, value in fields.items():
+            rendered = json.dumps(value) if isinstance(value, (list, dict)) else value
+            if rendered is None:
+                rendered = ""
+            key = f"{ENV_PREFIX}{group}{ENV_NESTED_DELIMITER}{name}".upper()
+            lines.append(f"{key}={rendered}")
+    return lines

@@ -1,0 +1,1 @@
+"""Kafka in and out: event schemas, the worker and its stages, fetchers, sinks, metrics."""
