@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 STACK := $(PYTHON) -m stack.stackctl
 PYTEST_ARGS ?=
 
-.PHONY: install test unit demo stack-up stack-down stack-status clean-stack
+.PHONY: install test unit demo stack-up stack-down stack-status clean-stack readme-settings
 
 # The project environment; rebuilt only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -45,3 +45,7 @@ stack-status:
 # Stops the stack and forgets its data (broker log, Orthanc store, Prometheus TSDB).
 clean-stack: stack-down
 	rm -rf .stack/kafka/data .stack/orthanc/db .stack/prometheus/data
+
+# Regenerates the settings table of README.md from engine/settings.py.
+readme-settings: install
+	@$(PY) -c "import re, pathlib; from engine.settings import settings_table; p = pathlib.Path('README.md'); s = p.read_text(); p.write_text(re.sub(r'(<!-- settings:begin -->\n).*?(<!-- settings:end -->)', lambda m: m.group(1) + settings_table() + '\n' + m.group(2), s, flags=re.S))"

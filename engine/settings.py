@@ -13,11 +13,17 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "VCF_"
 ENV_NESTED_DELIMITER = "__"
+
+
+class _Group(BaseModel):
+    """A settings group: the docstring under each field is its description (docs, Helm)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
 
 
 class KafkaSecurityProtocol(str, Enum):
@@ -27,7 +33,7 @@ class KafkaSecurityProtocol(str, Enum):
     SASL_SSL = "SASL_SSL"
 
 
-class KafkaSettings(BaseModel):
+class KafkaSettings(_Group):
     """Where study events come from and where results go."""
 
     bootstrap_servers: str = "127.0.0.1:9092"
@@ -58,7 +64,7 @@ class KafkaSettings(BaseModel):
     """Consumer session timeout."""
 
 
-class TritonSettings(BaseModel):
+class TritonSettings(_Group):
     """Triton Inference Server, used when ``models.backend`` is ``triton``."""
 
     url: str = "127.0.0.1:8001"
@@ -77,7 +83,7 @@ class TritonSettings(BaseModel):
     """Pass volumes through system (or CUDA) shared memory when client and server share a host."""
 
 
-class PacsSettings(BaseModel):
+class PacsSettings(_Group):
     """The PACS / vendor-neutral archive reached over DICOMweb."""
 
     dicomweb_url: str = "http://127.0.0.1:8042/dicom-web"
@@ -99,7 +105,7 @@ class InferenceBackend(str, Enum):
     TRITON = "triton"
 
 
-class ModelSettings(BaseModel):
+class ModelSettings(_Group):
     """The models and how they are run."""
 
     backend: InferenceBackend = InferenceBackend.ONNXRUNTIME
@@ -114,8 +120,8 @@ class ModelSettings(BaseModel):
     """ONNX Runtime intra-op threads (0: one per core)."""
 
 
-class PreprocessSettings(BaseModel):
-    """Resampling and normalisation before the models."""
+class PreprocessSettings(_Group):
+    """Reorientation, resampling and normalisation before the models (the DALI pipeline)."""
 
     spacing_mm: tuple[float, float, float] = (2.0, 2.0, 2.0)
     """Model voxel spacing along (z, y, x) in millimetres."""
@@ -123,6 +129,20 @@ class PreprocessSettings(BaseModel):
     """HU range mapped to [0, 1] before inference."""
     device: str = "auto"
     """`auto` (GPU when present), `cpu` or `gpu` for the DALI pipeline."""
+    grid_multiple: int = Field(default=16, ge=1)
+    """Each model-grid extent is padded up to a multiple of this (16: a 4-level U-Net divides cleanly)."""
+    max_shape: tuple[int, int, int] | None = None
+    """Largest model grid (z, y, x) in voxels, each a multiple of `grid_multiple`; a larger
+    study is cropped to it, centred on the body. None: never crop."""
+    body_threshold_hu: float = -500.0
+    """Voxels above this HU count as body when centring a crop (air is about -1000 HU)."""
+    oblique_tolerance_deg: float = Field(default=1.0, gt=0, lt=45)
+    """Largest angle between an image axis and the nearest patient axis still treated as
+    axis-aligned; a more oblique (or gantry-tilted) series is rejected as unsupported."""
+    batch_size: int = Field(default=4, ge=1)
+    """Studies per DALI pipeline run (the pipeline's maximum batch size)."""
+    num_threads: int = Field(default=2, ge=1)
+    """DALI CPU worker threads."""
 
     @field_validator("spacing_mm")
     @classmethod
@@ -145,9 +165,32 @@ class PreprocessSettings(BaseModel):
             raise ValueError(f"device {value!r} must be one of auto, cpu, gpu")
         return value
 
+    @field_validator("max_shape", mode="before")
+    @classmethod
+    def _empty_means_none(cls, value: Any) -> Any:
+        # `vcfscreen config --env` renders None as an empty value; read it back as None.
+        if isinstance(value, str) and value.strip().lower() in {"", "none", "null"}:
+            return None
+        return value
 
-class SelectionSettings(BaseModel):
-    """Which series of a study is fit for screening."""
+    @model_validator(mode="after")
+    def _max_shape_on_grid(self) -> PreprocessSettings:
+        if self.max_shape is not None and any(
+            extent <= 0 or extent % self.grid_multiple for extent in self.max_shape
+        ):
+            raise ValueError(
+                f"max_shape {self.max_shape} must be positive multiples of "
+                f"grid_multiple {self.grid_multiple}"
+            )
+        return self
+
+
+class SelectionSettings(_Group):
+    """Which series of a study is fit for screening, and how its slices are checked.
+
+    Header rules (modality, orientation, thickness, size) choose the series; stack rules
+    (duplicates, gaps, spacing, tilt) decide whether its slices form one regular volume.
+    """
 
     max_slice_thickness_mm: float = Field(default=3.0, gt=0)
     """Thicker reconstructions are skipped."""
@@ -155,11 +198,25 @@ class SelectionSettings(BaseModel):
     """Minimum cranio-caudal extent of the series."""
     min_slices: int = Field(default=50, gt=0)
     """Minimum number of axial images."""
+    max_slices: int = Field(default=2000, gt=0)
+    """Series with more images are skipped (one 512x512 image costs 0.5 MB in memory)."""
     require_original: bool = True
     """Only ImageType ORIGINAL series (no derived reformats)."""
+    max_obliquity_deg: float = Field(default=10.0, ge=0, lt=90)
+    """Largest angle between the slice normal and the patient's head-foot axis of an axial series."""
+    max_gantry_tilt_deg: float = Field(default=0.5, ge=0, lt=90)
+    """Largest angle between the slice-to-slice step and the slice normal (gantry tilt)."""
+    max_gap_factor: float = Field(default=1.5, gt=1)
+    """A step longer than this multiple of the median slice spacing is a missing slice."""
+    fill_missing_slices: int = Field(default=0, ge=0)
+    """Up to this many consecutive missing slices are interpolated from their neighbours; 0 rejects any gap."""
+    spacing_tolerance_mm: float = Field(default=0.1, ge=0)
+    """Largest departure of a slice step from the median spacing before the series counts as unevenly spaced."""
+    decode_threads: int = Field(default=2, ge=1)
+    """Threads that decode images of one series in parallel."""
 
 
-class GradingSettings(BaseModel):
+class GradingSettings(_Group):
     """Genant semi-quantitative thresholds and the study flag."""
 
     grade1_height_loss: float = Field(default=0.20, gt=0, lt=1)
@@ -183,7 +240,7 @@ class GradingSettings(BaseModel):
         return self
 
 
-class WorkerSettings(BaseModel):
+class WorkerSettings(_Group):
     """The streaming worker (`vcfscreen serve`)."""
 
     metrics_port: int = Field(default=9400, ge=0, le=65535)
@@ -198,7 +255,7 @@ class WorkerSettings(BaseModel):
     """On SIGTERM, time allowed to finish in-flight studies before exiting."""
 
 
-class LoggingSettings(BaseModel):
+class LoggingSettings(_Group):
     """Log format and what identifiers may appear in logs."""
 
     level: str = "INFO"
@@ -225,6 +282,7 @@ class Settings(BaseSettings):
         env_nested_delimiter=ENV_NESTED_DELIMITER,
         env_file=None,
         extra="ignore",
+        use_attribute_docstrings=True,
     )
 
     kafka: KafkaSettings = KafkaSettings()
@@ -259,3 +317,19 @@ def as_env_lines(settings: Settings) -> list[str]:
             key = f"{ENV_PREFIX}{group}{ENV_NESTED_DELIMITER}{name}".upper()
             lines.append(f"{key}={rendered}")
     return lines
+
+
+def settings_table() -> str:
+    """A Markdown table of every setting: variable, default, description (README, chart)."""
+    rows = ["| variable | default | description |", "|---|---|---|"]
+    defaults = Settings.model_construct().model_dump(mode="json")
+    for group, info in Settings.model_fields.items():
+        model = info.annotation
+        for name, field in model.model_fields.items():  # type: ignore[union-attr]
+            default = defaults[group][name]
+            shown = "" if default is None else json.dumps(default) if not isinstance(default, str) else default
+            if group == "models" and name == "dir":
+                shown = "(the package's engine/models)"
+            description = (field.description or "").replace("|", "\\|").replace("\n", " ")
+            rows.append(f"| `{ENV_PREFIX}{group.upper()}{ENV_NESTED_DELIMITER}{name.upper()}` | `{shown}` | {description} |")
+    return "\n".join(rows)

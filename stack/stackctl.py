@@ -81,14 +81,34 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group, read from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp == pgid and state != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def reap(pgid: int) -> None:
+    """Collect exit statuses of our own children in the group (when started in-process)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-pgid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    reap(pgid)
+    return bool(group_members(pgid))
 
 
 def run(cmd: list[str], what: str, log: Path | None = None, env: dict | None = None) -> None:
@@ -212,33 +232,30 @@ class Service:
             f"{self.name}: not healthy after {self.start_timeout_s:.0f} s; log {self.log}:\n{tail(self.log)}"
         )
 
+    def recorded_pid(self) -> int | None:
+        try:
+            return int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
     def stop(self) -> bool:
-        """Stop the whole process group. Returns True if something was running."""
-        pid = self.pid()
-        if pid is None:
+        """Stop the whole process group (children too). Returns True if something was running."""
+        pgid = self.recorded_pid()  # started with start_new_session: the leader's pid is the group
+        if pgid is None or not group_alive(pgid):
             self.pidfile.unlink(missing_ok=True)
             return False
-        pgid = pid  # started with start_new_session, so the leader's pid is the group id
-        try:
-            os.killpg(pgid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + self.stop_timeout_s
-        while time.monotonic() < deadline and group_alive(pgid):
-            if not pid_alive(pid):
-                # leader gone; give its children a moment, then make sure
+        for sig, timeout in ((signal.SIGTERM, self.stop_timeout_s), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and group_alive(pgid):
                 time.sleep(0.2)
-                if group_alive(pgid):
-                    os.killpg(pgid, signal.SIGTERM)
-            time.sleep(0.2)
+            if not group_alive(pgid):
+                break
         if group_alive(pgid):
-            os.killpg(pgid, signal.SIGKILL)
-            for _ in range(50):
-                if not group_alive(pgid):
-                    break
-                time.sleep(0.1)
-        if group_alive(pgid):
-            raise StackError(f"{self.name}: process group {pgid} survived SIGKILL")
+            raise StackError(f"{self.name}: processes {group_members(pgid)} survived SIGKILL")
         self.pidfile.unlink(missing_ok=True)
         return True
 

@@ -6,7 +6,7 @@ import typer
 from pydantic import ValidationError
 
 from engine import __version__
-from engine.settings import Settings, as_env_lines, masked_json
+from engine.settings import Settings, as_env_lines, masked_json, settings_table
 
 
 def load_settings() -> Settings:
@@ -26,8 +26,12 @@ def register(app: typer.Typer) -> None:
     @app.command("config")
     def config(
         env: bool = typer.Option(False, "--env", help="Print VCF_* environment lines instead of JSON."),
+        markdown: bool = typer.Option(False, "--markdown", help="Print the table of every setting (README)."),
     ) -> None:
         """Print the effective settings (environment over defaults), secrets masked."""
+        if markdown:
+            typer.echo(settings_table())
+            return
         settings = load_settings()
         if env:
             typer.echo("\n".join(as_env_lines(settings)))

@@ -1,0 +1,1 @@
+"""Inference backends: in-process ONNX Runtime and Triton Inference Server."""

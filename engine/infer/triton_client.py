@@ -1,0 +1,87 @@
+"""A gRPC connection to Triton Inference Server built from :class:`TritonSettings`.
+
+Unavailability (server down, restarting, model loading) is retried with exponential
+back-off up to ``max_retries`` and then raised as :class:`TransientError`; a request the
+server rejects (wrong shape, dtype, model error) is raised at once as
+:class:`TritonRequestError`. Nothing here ever waits without a deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
+from engine.errors import StudyError, TransientError
+from engine.settings import TritonSettings
+
+log = logging.getLogger(__name__)
+
+# gRPC status codes that mean "not now" rather than "never".
+_TRANSIENT_STATUS = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.RESOURCE_EXHAUSTED"}
+
+
+class TritonRequestError(StudyError):
+    """Triton refused or failed one request; retrying the same request will not help."""
+
+    code = "triton_request"
+
+
+def _is_transient(exc: InferenceServerException) -> bool:
+    status = str(exc.status() or "")
+    return status in _TRANSIENT_STATUS or "failed to connect" in str(exc).lower()
+
+
+class TritonConnection:
+    def __init__(self, settings: TritonSettings):
+        self.settings = settings
+        self.client = grpcclient.InferenceServerClient(url=settings.url)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Block until the server is ready, or raise TransientError after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        last = "no answer"
+        while time.monotonic() < deadline:
+            try:
+                if self.client.is_server_ready(client_timeout=2.0):
+                    return
+                last = "server not ready"
+            except InferenceServerException as exc:
+                last = str(exc).splitlines()[0]
+            time.sleep(0.5)
+        raise TransientError(f"Triton at {self.settings.url} not ready after {timeout_s:.0f} s: {last}")
+
+    def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        """One inference request, retried while the server is unavailable."""
+        request_inputs = []
+        for name, array in inputs.items():
+            tensor = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+            tensor.set_data_from_numpy(array)
+            request_inputs.append(tensor)
+        request_outputs = [grpcclient.InferRequestedOutput(name) for name in outputs]
+        delay = self.settings.retry_backoff_s
+        for attempt in range(self.settings.max_retries + 1):
+            try:
+                result = self.client.infer(
+                    model, request_inputs, outputs=request_outputs, client_timeout=self.settings.timeout_s
+                )
+                return {name: result.as_numpy(name) for name in outputs}
+            except InferenceServerException as exc:
+                first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                if not _is_transient(exc):
+                    raise TritonRequestError(f"model {model!r} rejected the request: {first_line}") from None
+                if attempt == self.settings.max_retries:
+                    raise TransientError(
+                        f"Triton at {self.settings.url} unavailable for model {model!r} after "
+                        f"{attempt + 1} attempts: {first_line}"
+                    ) from None
+                log.warning("Triton unavailable (%s); retry %d in %.1f s", first_line, attempt + 1, delay)
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")  # the loop returns or raises
