@@ -118,6 +118,12 @@ class ModelSettings(_Group):
     """Classifier model file name inside ``dir``."""
     intra_op_threads: int = Field(default=0, ge=0)
     """ONNX Runtime intra-op threads (0: one per core)."""
+    prefer_gpu: bool = True
+    """Put ONNX Runtime's TensorRT and CUDA providers before the CPU when this build offers them."""
+    crop_size: int = Field(default=32, ge=8)
+    """Edge in model-grid voxels of the cube cut around each vertebra for the classifier (32 at 2 mm: 64 mm); must equal the classifier's."""
+    crop_batch_size: int = Field(default=32, ge=1)
+    """Crops per classifier run: bounds the memory of one run, not the result."""
 
 
 class PreprocessSettings(_Group):
@@ -229,6 +235,15 @@ class GradingSettings(_Group):
     """A study is flagged positive when any vertebra reaches this grade."""
     fracture_probability_threshold: float = Field(default=0.5, gt=0, lt=1)
     """Classifier probability above which a vertebra counts as fractured."""
+    neighbour_reference_loss: float = Field(default=0.15, gt=0, lt=1)
+    """Posterior height loss against the neighbours' interpolated height from which the
+    neighbours, not the vertebra's own posterior wall, give its expected height (crush)."""
+    severe_override_margin: float = Field(default=0.10, ge=0, lt=1)
+    """Morphometric height loss above grade3_height_loss by this margin keeps its grade even
+    when the classifier disagrees (gross collapse is not a segmentation artefact)."""
+    classifier_confidence: float = Field(default=0.80, gt=0.25, le=1)
+    """Probability of its most likely grade at which the classifier's own grade is used
+    where the morphometry found no deformity."""
 
     @model_validator(mode="after")
     def _increasing(self) -> GradingSettings:
@@ -236,6 +251,11 @@ class GradingSettings(_Group):
             raise ValueError(
                 "grade thresholds must increase: "
                 f"{self.grade1_height_loss} < {self.grade2_height_loss} < {self.grade3_height_loss}"
+            )
+        if self.grade3_height_loss + self.severe_override_margin >= 1:
+            raise ValueError(
+                f"grade3_height_loss {self.grade3_height_loss} + severe_override_margin "
+                f"{self.severe_override_margin} must stay below 1 (a height loss of 100%)"
             )
         return self
 
