@@ -1,0 +1,112 @@
+"""A synthetic lower spine on the 2 mm model grid, from masks to a ScreeningResult line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from postprocess_bodies import Body, draw_spine
+
+from engine.postprocess import ClassifierOutput, VertebraInput, findings_from_vertebrae
+from engine.results import ScreeningResult
+from engine.settings import GradingSettings
+
+LEVELS = ["T11", "T12", "L1", "L2", "L3"]
+POSTERIOR = [21.0, 22.0, 23.0, 23.5, 24.0]
+SETTINGS = GradingSettings()
+HEALTHY = ClassifierOutput(0.04, (0.94, 0.03, 0.02, 0.01))
+FRACTURED = ClassifierOutput(0.91, (0.02, 0.06, 0.86, 0.06))
+
+
+def spine(collapse: dict[str, float], soft: bool = True):
+    bodies = []
+    for level, posterior in zip(LEVELS, POSTERIOR):
+        factor = collapse.get(level, 1.0)
+        bodies.append(Body(posterior=posterior * factor, anterior=posterior * 0.95 * factor,
+                           depth=30.0, width=40.0))
+    return draw_spine(bodies, (2.0, 2.0, 2.0), np.random.default_rng(6), soft=soft)
+
+
+def inputs(masks, affine, classifier=None):
+    classifier = classifier or {}
+    return [
+        VertebraInput(level, mask, affine, classifier.get(level, HEALTHY))
+        for level, mask in zip(LEVELS, masks)
+    ]
+
+
+@pytest.fixture(scope="module")
+def crushed_l1():
+    masks, affine, centres = spine({"L1": 0.65})
+    findings = findings_from_vertebrae(inputs(masks, affine, {"L1": FRACTURED}), SETTINGS)
+    return findings, centres
+
+
+def test_crushed_vertebra_is_graded_and_located(crushed_l1):
+    findings, centres = crushed_l1
+    assert [f.level for f in findings] == LEVELS
+    by_level = {f.level: f for f in findings}
+    l1 = by_level["L1"]
+    # 1 - 0.95 * 0.65 (the smallest, anterior, height against the intact posterior) = 38%.
+    assert l1.height_loss == pytest.approx(0.38, abs=0.03)
+    assert (l1.genant_grade, l1.morphometric_grade, l1.morphology) == (2, 2, "crush")
+    assert (l1.decided_by, l1.classifier_grade) == ("agreement", 2)
+    assert l1.heights_mm.expected == pytest.approx(23.0, abs=0.75)
+    assert [by_level[lv].genant_grade for lv in ("T11", "T12", "L2", "L3")] == [0, 0, 0, 0]
+    for finding, centre in zip(findings, centres):
+        assert np.linalg.norm(np.array(finding.centroid_lps_mm) - centre) < 1.0
+        assert finding.heights_mm is not None
+
+
+def test_result_line_of_the_study(crushed_l1):
+    findings, _ = crushed_l1
+    result = ScreeningResult.from_findings(
+        "1.2.826.0.1.3680043.8.498.10", "1.2.826.0.1.3680043.8.498.11", findings,
+        pipeline_version="vcfscreen test", grading=SETTINGS, timings_ms={"postprocess": 42.0},
+    )
+    assert (result.flag, result.max_genant_grade) == (True, 2)
+    assert ScreeningResult.from_json(result.to_json_line()) == result
+
+
+def test_deformity_the_classifier_does_not_see_is_vetoed():
+    masks, affine, _ = spine({"T12": 0.65})
+    findings = {f.level: f for f in findings_from_vertebrae(inputs(masks, affine), SETTINGS)}
+    t12 = findings["T12"]
+    assert (t12.morphometric_grade, t12.genant_grade, t12.decided_by) == (2, 0, "classifier_veto")
+    assert t12.morphology == "crush"  # the morphometric shape is kept for the reader
+
+
+def test_body_cut_by_the_volume_edge_is_not_measured():
+    masks, affine, _ = spine({})
+    # axis0 runs Superior: dropping the top slices cuts the first body (T11) in half.
+    top = int(np.argwhere(masks[0] >= 0.5)[:, 0].mean())
+    cut = [m[:top] for m in masks]
+    findings = {f.level: f for f in findings_from_vertebrae(inputs(cut, affine), SETTINGS)}
+    t11 = findings["T11"]
+    assert t11.morphometric_grade is None and t11.heights_mm is None
+    assert any("edge of the volume" in note for note in t11.notes)
+    assert (t11.genant_grade, t11.decided_by) == (0, "no_fracture")
+    assert findings["T12"].genant_grade == 0
+    assert any("one side only" in note for note in findings["T12"].notes)
+
+
+def test_repeated_or_empty_levels_are_refused():
+    masks, affine, _ = spine({})
+    twice = inputs(masks, affine)[:2] + [VertebraInput("T11", masks[2], affine, HEALTHY)]
+    with pytest.raises(ValueError, match="repeated: T11"):
+        findings_from_vertebrae(twice, SETTINGS)
+    empty = [VertebraInput("L1", np.zeros_like(masks[0]), affine, HEALTHY)]
+    with pytest.raises(ValueError, match="L1: the mask is empty"):
+        findings_from_vertebrae(empty, SETTINGS)
+    assert findings_from_vertebrae([], SETTINGS) == []
+
+
+def test_sacrum_is_reported_but_never_graded():
+    masks, affine, centres = spine({})
+    given = inputs(masks, affine)[:4] + [VertebraInput("S1", masks[4], affine, FRACTURED)]
+    findings = {f.level: f for f in findings_from_vertebrae(given, SETTINGS)}
+    s1 = findings["S1"]
+    assert (s1.genant_grade, s1.decided_by, s1.classifier_grade) == (0, "not_graded", 2)
+    assert s1.fracture_probability == FRACTURED.fracture_probability
+    assert np.linalg.norm(np.array(s1.centroid_lps_mm) - centres[4]) < 1.0
+    # L2 is now the last graded body: its reference comes from above only.
+    assert any("one side only" in note for note in findings["L2"].notes)
