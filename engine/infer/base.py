@@ -1,0 +1,70 @@
+"""What every inference backend offers, and the small numeric helpers they share.
+
+Two backends implement :class:`InferenceBackend`: :class:`engine.infer.onnx_backend.OnnxBackend`
+(ONNX Runtime in-process, the embedded default) and the Triton client. The screening core
+calls only this protocol, so the same study gives the same numbers through either.
+
+Models output logits (see :mod:`engine.models.export`); :func:`sigmoid`, :func:`softmax` and
+:func:`label_map` turn them into what post-processing reads, here, once.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class InferenceBackend(Protocol):
+    """Segmentation and classification of one study's tensors, whatever runs them."""
+
+    @property
+    def versions(self) -> dict[str, str]:
+        """Model name -> ``<weights version>+<sha256 prefix of the file>``, for ``pipeline_version``."""
+        ...
+
+    @property
+    def seg_classes(self) -> tuple[str, ...]:
+        """Name of each channel of :meth:`segment`'s output (index 0 is background)."""
+        ...
+
+    @property
+    def crop_size(self) -> int:
+        """Edge in voxels of the cubic crops :meth:`classify` takes."""
+        ...
+
+    def segment(self, volume: np.ndarray) -> np.ndarray:
+        """Logits (C, D, H, W) float32 for one preprocessed volume (D, H, W) float32 in [0, 1]."""
+        ...
+
+    def classify(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Fracture probability (N,) and Genant grade probabilities (N, 4) for crops (N, 1, c, c, c)."""
+        ...
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Logistic function without overflow for large negative logits."""
+    x = np.asarray(logits, dtype=np.float32)
+    out = np.empty_like(x)
+    positive = x >= 0
+    out[positive] = 1.0 / (1.0 + np.exp(-x[positive]))
+    e = np.exp(x[~positive])
+    out[~positive] = e / (1.0 + e)
+    return out
+
+
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Softmax along ``axis``, shifted by the maximum so that large logits cannot overflow."""
+    x = np.asarray(logits, dtype=np.float32)
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def label_map(seg_logits: np.ndarray) -> np.ndarray:
+    """Class index per voxel (D, H, W) uint8 from logits (C, D, H, W): the argmax over channels."""
+    if seg_logits.ndim != 4:
+        raise ValueError(f"segmentation logits must be (C, D, H, W), got shape {seg_logits.shape}")
+    if seg_logits.shape[0] > 256:
+        raise ValueError(f"{seg_logits.shape[0]} classes do not fit a uint8 label map")
+    return np.argmax(seg_logits, axis=0).astype(np.uint8)
