@@ -1,0 +1,188 @@
+"""Screening one study, end to end, in-process: the core the CLI, the worker and the benchmarks call.
+
+load (select series, decode to HU) -> preprocess (DALI) -> segment -> label levels -> cut
+crops -> classify -> measure, grade, fuse -> :class:`ScreeningResult`.
+
+The :class:`Screener` builds its expensive parts once (DALI pipeline, inference backend) and
+is reused for every study. A study that fails never raises out of :meth:`Screener.screen`:
+it gets a result with status ``not_eligible`` or ``error`` and the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pydicom import Dataset
+from scipy import ndimage
+
+from engine.dicom import load_study
+from engine.errors import StudyError
+from engine.infer.base import InferenceBackend, softmax
+from engine.logs import study_ref
+from engine.postprocess.findings import VertebraInput, findings_from_vertebrae
+from engine.postprocess.fusion import ClassifierOutput
+from engine.postprocess.levels import BODY, SACRUM, LevelResult, label_levels
+from engine.preprocess import ModelInput, Preprocessor
+from engine.results import ScreeningResult, pipeline_version
+from engine.settings import InferenceBackend as BackendKind
+from engine.settings import Settings
+from engine.volume import Volume, spacing_of
+
+log = logging.getLogger(__name__)
+
+MASK_MARGIN = 4
+"""Voxels of margin around a body's bounding box when it is handed to morphometry."""
+NEUTRAL = ClassifierOutput(0.0, (1.0, 0.0, 0.0, 0.0))
+"""Classifier output for levels that are not classified (S1)."""
+
+
+@dataclass
+class StudyOutput:
+    """A result with what produced it (for key images, SR and evaluation)."""
+
+    result: ScreeningResult
+    volume: Volume | None = None
+    model_input: ModelInput | None = None
+    class_map: np.ndarray | None = field(default=None, repr=False)
+    levels: LevelResult | None = None
+
+
+def make_backend(settings: Settings) -> InferenceBackend:
+    """The inference backend the settings ask for, built once."""
+    if settings.models.backend == BackendKind.TRITON:
+        from engine.infer.triton_backend import TritonBackend  # only when asked for
+
+        return TritonBackend(settings.triton, settings.models)
+    from engine.infer.onnx_backend import OnnxBackend
+
+    return OnnxBackend(settings.models, settings.preprocess)
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - start) * 1000.0
+
+
+def cut_crops(tensor: np.ndarray, centres: np.ndarray, size: int) -> np.ndarray:
+    """Cubic crops (N, 1, size, size, size) centred on voxel indices; outside reads as 0 (air)."""
+    crops = np.zeros((len(centres), 1, size, size, size), dtype=np.float32)
+    half = size // 2
+    for n, centre in enumerate(np.rint(centres).astype(int)):
+        lo = centre - half
+        src_lo = np.maximum(lo, 0)
+        src_hi = np.minimum(lo + size, tensor.shape)
+        if np.any(src_hi <= src_lo):
+            continue
+        dst_lo = src_lo - lo
+        dst_hi = dst_lo + (src_hi - src_lo)
+        crops[n, 0, dst_lo[0] : dst_hi[0], dst_lo[1] : dst_hi[1], dst_lo[2] : dst_hi[2]] = tensor[
+            src_lo[0] : src_hi[0], src_lo[1] : src_hi[1], src_lo[2] : src_hi[2]
+        ]
+    return crops
+
+
+def body_probability_crop(
+    mask: np.ndarray, probability: np.ndarray, affine: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The body's probability map around its component (soft edges measure heights to
+    sub-voxel precision), cut to its bounding box plus a margin, with the crop's affine."""
+    region = ndimage.binary_dilation(mask, iterations=1)
+    idx = np.argwhere(region)
+    lo = np.maximum(idx.min(axis=0) - MASK_MARGIN, 0)
+    hi = np.minimum(idx.max(axis=0) + MASK_MARGIN + 1, mask.shape)
+    sl = tuple(slice(a, b) for a, b in zip(lo, hi))
+    soft = np.where(region[sl], probability[sl], 0.0).astype(np.float32)
+    shifted = affine.copy()
+    shifted[:3, 3] = affine[:3, :3] @ lo + affine[:3, 3]
+    return soft, shifted
+
+
+class Screener:
+    """The embedded screening core. Build once; call :meth:`screen` for every study."""
+
+    def __init__(self, settings: Settings, backend: InferenceBackend | None = None):
+        self.settings = settings
+        self.backend = backend if backend is not None else make_backend(settings)
+        self.preprocessor = Preprocessor(settings.preprocess)
+        self.pipeline_version = pipeline_version(self.backend.versions)
+
+    def screen(self, source: Path | Sequence[Dataset], study_hint: str = "unknown") -> StudyOutput:
+        """Screen one study folder (or its instances); never raises for a bad study."""
+        timer = Timer()
+        volume: Volume | None = None
+        try:
+            with timer.stage("load"):
+                loaded = load_study(source, self.settings.selection)
+            volume = loaded.volume
+            return self.screen_volume(volume, timer)
+        except StudyError as exc:
+            uid = volume.study_instance_uid if volume is not None else study_hint
+            log.info("%s not screened: %s", study_ref(uid), exc.code)
+            result = ScreeningResult.from_exception(
+                uid, exc, series_instance_uid=volume.series_instance_uid if volume else None,
+                pipeline_version=self.pipeline_version, timings_ms=timer.ms,
+            )
+            return StudyOutput(result=result, volume=volume)
+        except Exception as exc:  # a bug or an unexpected input: reported, the run goes on
+            uid = volume.study_instance_uid if volume is not None else study_hint
+            log.exception("%s failed unexpectedly", study_ref(uid))
+            result = ScreeningResult.error(
+                uid, exc, series_instance_uid=volume.series_instance_uid if volume else None,
+                pipeline_version=self.pipeline_version, timings_ms=timer.ms,
+            )
+            return StudyOutput(result=result, volume=volume)
+
+    def screen_volume(self, volume: Volume, timer: Timer | None = None) -> StudyOutput:
+        """Screen a loaded volume (raises StudyError for a study that cannot be screened)."""
+        timer = timer or Timer()
+        with timer.stage("preprocess"):
+            (model_input,) = self.preprocessor([volume])
+        return self.screen_model_input(volume, model_input, timer)
+
+    def screen_model_input(self, volume: Volume, model_input: ModelInput, timer: Timer) -> StudyOutput:
+        with timer.stage("segment"):
+            logits = self.backend.segment(model_input.tensor)
+        with timer.stage("postprocess"):
+            probabilities = softmax(logits, axis=0)
+            class_map = probabilities.argmax(axis=0).astype(np.uint8)
+            spacing = spacing_of(model_input.affine)
+            levels = label_levels(class_map, spacing)
+            graded = [v for v in levels.vertebrae if v.level != "S1"]
+        with timer.stage("classify"):
+            if graded:
+                centres = np.array([v.centroid_index for v in graded])
+                crops = cut_crops(model_input.tensor, centres, self.backend.crop_size)
+                fracture, grades = self.backend.classify(crops)
+            else:
+                fracture, grades = np.zeros(0), np.zeros((0, 4))
+        with timer.stage("postprocess"):
+            outputs = {v.level: ClassifierOutput.from_outputs(p, g) for v, p, g in zip(graded, fracture, grades)}
+            inputs = []
+            for v in levels.vertebrae:
+                channel = SACRUM if v.level == "S1" else BODY
+                mask, affine = body_probability_crop(v.mask, probabilities[channel], model_input.affine)
+                inputs.append(VertebraInput(v.level, mask, affine, outputs.get(v.level, NEUTRAL)))
+            findings = findings_from_vertebrae(inputs, self.settings.grading)
+        result = ScreeningResult.from_findings(
+            volume.study_instance_uid,
+            volume.series_instance_uid,
+            findings,
+            pipeline_version=self.pipeline_version,
+            grading=self.settings.grading,
+            timings_ms=timer.ms,
+        )
+        return StudyOutput(result, volume, model_input, class_map, levels)
