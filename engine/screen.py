@@ -27,7 +27,7 @@ from engine.infer.base import InferenceBackend, softmax
 from engine.logs import study_ref
 from engine.postprocess.findings import VertebraInput, findings_from_vertebrae
 from engine.postprocess.fusion import ClassifierOutput
-from engine.postprocess.levels import BODY, SACRUM, LevelResult, label_levels
+from engine.postprocess.levels import BODY, SACRUM, LabelledVertebra, LevelResult, label_levels
 from engine.preprocess import ModelInput, Preprocessor
 from engine.results import ScreeningResult, pipeline_version
 from engine.settings import InferenceBackend as BackendKind
@@ -96,16 +96,19 @@ def cut_crops(tensor: np.ndarray, centres: np.ndarray, size: int) -> np.ndarray:
 
 
 def body_probability_crop(
-    mask: np.ndarray, probability: np.ndarray, affine: np.ndarray
+    vertebra: LabelledVertebra, probability: np.ndarray, affine: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """The body's probability map around its component (soft edges measure heights to
     sub-voxel precision), cut to its bounding box plus a margin, with the crop's affine."""
-    region = ndimage.binary_dilation(mask, iterations=1)
-    idx = np.argwhere(region)
-    lo = np.maximum(idx.min(axis=0) - MASK_MARGIN, 0)
-    hi = np.minimum(idx.max(axis=0) + MASK_MARGIN + 1, mask.shape)
+    shape = np.array(probability.shape)
+    lo = np.maximum(np.array([b.start for b in vertebra.box]) - MASK_MARGIN, 0)
+    hi = np.minimum(np.array([b.stop for b in vertebra.box]) + MASK_MARGIN, shape)
     sl = tuple(slice(a, b) for a, b in zip(lo, hi))
-    soft = np.where(region[sl], probability[sl], 0.0).astype(np.float32)
+    component = np.zeros(hi - lo, dtype=bool)
+    inner = tuple(slice(b.start - a, b.stop - a) for b, a in zip(vertebra.box, lo))
+    component[inner] = vertebra.local_mask
+    region = ndimage.binary_dilation(component, iterations=1)
+    soft = np.where(region, probability[sl], 0.0).astype(np.float32)
     shifted = affine.copy()
     shifted[:3, 3] = affine[:3, :3] @ lo + affine[:3, 3]
     return soft, shifted
@@ -174,7 +177,7 @@ class Screener:
             inputs = []
             for v in levels.vertebrae:
                 channel = SACRUM if v.level == "S1" else BODY
-                mask, affine = body_probability_crop(v.mask, probabilities[channel], model_input.affine)
+                mask, affine = body_probability_crop(v, probabilities[channel], model_input.affine)
                 inputs.append(VertebraInput(v.level, mask, affine, outputs.get(v.level, NEUTRAL)))
             findings = findings_from_vertebrae(inputs, self.settings.grading)
         result = ScreeningResult.from_findings(

@@ -34,6 +34,8 @@ BACKGROUND, BODY, DISC, SACRUM, RIB_HEAD = 0, 1, 2, 3, 4
 
 MIN_BODY_MM3 = 1500.0
 """Smaller body components are noise (the smallest thoracic body is ~5000 mm3)."""
+MAX_BODIES = 40
+"""More components than any spine has bodies (26) are noise: only the largest are kept."""
 RIB_REACH_MM = 45.0
 """A rib head belongs to the body whose centroid is nearest, if within this distance."""
 S1_SLAB_MM = 25.0
@@ -45,9 +47,19 @@ class LabelledVertebra:
     level: str
     centroid_index: np.ndarray
     """Centroid in model-grid voxel indices (axis0, axis1, axis2)."""
-    mask: np.ndarray = field(repr=False)
-    """Boolean mask of this body on the model grid."""
+    box: tuple[slice, slice, slice]
+    """Bounding box of the body on the model grid."""
+    local_mask: np.ndarray = field(repr=False)
+    """Boolean mask of the body inside ``box``."""
+    grid_shape: tuple[int, int, int] = (0, 0, 0)
     rib_bearing: bool = False
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The body's mask on the whole model grid (built on demand: prefer box/local_mask)."""
+        full = np.zeros(self.grid_shape, dtype=bool)
+        full[self.box] = self.local_mask
+        return full
 
 
 @dataclass
@@ -58,14 +70,38 @@ class LevelResult:
     notes: list[str] = field(default_factory=list)
 
 
-def body_components(class_map: np.ndarray, spacing_mm: np.ndarray) -> list[np.ndarray]:
-    """Masks of the vertebral-body components, large enough to be bodies."""
-    labels, count = ndimage.label(class_map == BODY)
+@dataclass
+class Component:
+    centroid: np.ndarray
+    box: tuple[slice, slice, slice]
+    local_mask: np.ndarray
+
+
+def components(mask: np.ndarray, spacing_mm: np.ndarray, min_mm3: float, limit: int) -> list[Component]:
+    """Connected components of ``mask`` at least ``min_mm3`` large (the ``limit`` largest),
+    each with its centroid (voxel index), bounding box and mask inside the box.
+
+    One labelling pass and per-box work only, so a noisy segmentation with hundreds of
+    fragments costs milliseconds, not a full-grid pass per fragment."""
+    labels, count = ndimage.label(mask)
     if count == 0:
         return []
-    voxel_mm3 = float(np.prod(spacing_mm))
     sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    return [labels == (i + 1) for i, size in enumerate(sizes) if size * voxel_mm3 >= MIN_BODY_MM3]
+    keep = np.flatnonzero(sizes * float(np.prod(spacing_mm)) >= min_mm3)
+    keep = keep[np.argsort(-sizes[keep], kind="stable")][:limit]
+    boxes = ndimage.find_objects(labels)
+    out = []
+    for index in sorted(keep):
+        box = boxes[index]
+        local = labels[box] == index + 1
+        offset = np.array([b.start for b in box], dtype=float)
+        out.append(Component(np.argwhere(local).mean(axis=0) + offset, box, local))
+    return out
+
+
+def body_components(class_map: np.ndarray, spacing_mm: np.ndarray) -> list[Component]:
+    """The vertebral-body components, large enough to be bodies."""
+    return components(class_map == BODY, spacing_mm, MIN_BODY_MM3, MAX_BODIES)
 
 
 def rib_bearing_flags(
@@ -93,21 +129,20 @@ def rib_bearing_flags(
     return flags
 
 
-def sacrum_top(class_map: np.ndarray, spacing_mm: np.ndarray) -> tuple[np.ndarray | None, float | None]:
-    """The S1 slab mask of the largest sacrum component, and the sacrum's top (axis0 index)."""
-    labels, count = ndimage.label(class_map == SACRUM)
-    if count == 0:
+def sacrum_top(class_map: np.ndarray, spacing_mm: np.ndarray) -> tuple[Component | None, float | None]:
+    """The S1 slab of the largest sacrum component, and the sacrum's top (axis0 index)."""
+    found = components(class_map == SACRUM, spacing_mm, MIN_BODY_MM3, 1)
+    if not found:
         return None, None
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    largest = labels == (int(np.argmax(sizes)) + 1)
-    if sizes.max() * float(np.prod(spacing_mm)) < MIN_BODY_MM3:
-        return None, None
-    rows = np.flatnonzero(largest.any(axis=(1, 2)))
-    top = int(rows.max())  # axis0 runs to Superior: the top is the largest index
+    sacrum = found[0]
+    rows = np.flatnonzero(sacrum.local_mask.any(axis=(1, 2)))
+    top_local = int(rows.max())  # axis0 runs to Superior: the top is the largest index
     slab_voxels = max(1, int(round(S1_SLAB_MM / float(spacing_mm[0]))))
-    slab = largest.copy()
-    slab[: max(0, top - slab_voxels + 1)] = False
-    return slab, float(top)
+    slab = sacrum.local_mask.copy()
+    slab[: max(0, top_local - slab_voxels + 1)] = False
+    offset = np.array([b.start for b in sacrum.box], dtype=float)
+    top = float(sacrum.box[0].start + top_local)
+    return Component(np.argwhere(slab).mean(axis=0) + offset, sacrum.box, slab), top
 
 
 def name_levels(n_bodies: int, rib_flags: np.ndarray, has_sacrum: bool) -> tuple[list[str], str]:
@@ -146,31 +181,27 @@ def label_levels(class_map: np.ndarray, spacing_mm: np.ndarray) -> LevelResult:
     """Find, order and name the vertebral bodies (and S1) of one study's class map."""
     spacing_mm = np.asarray(spacing_mm, dtype=float)
     notes: list[str] = []
-    masks = body_components(class_map, spacing_mm)
-    s1_mask, top = sacrum_top(class_map, spacing_mm)
-    centroids = np.array([np.argwhere(m).mean(axis=0) for m in masks]) if masks else np.zeros((0, 3))
-    if top is not None and len(masks):
-        above = centroids[:, 0] > top  # bodies below the sacrum's top: coccyx or noise
-        if (~above).any():
-            notes.append(f"{int((~above).sum())} body component(s) at or below the sacrum ignored")
-        masks = [m for m, a in zip(masks, above) if a]
-        centroids = centroids[above]
-    order = np.argsort(-centroids[:, 0]) if len(centroids) else np.array([], dtype=int)
-    masks = [masks[i] for i in order]
-    centroids = centroids[order] if len(order) else centroids
+    bodies = body_components(class_map, spacing_mm)
+    s1, top = sacrum_top(class_map, spacing_mm)
+    if top is not None and bodies:
+        below = [b for b in bodies if b.centroid[0] <= top]  # coccyx or noise
+        if below:
+            notes.append(f"{len(below)} body component(s) at or below the sacrum ignored")
+        bodies = [b for b in bodies if b.centroid[0] > top]
+    bodies.sort(key=lambda b: -b.centroid[0])  # superior first
+    centroids = np.array([b.centroid for b in bodies]) if bodies else np.zeros((0, 3))
     flags = rib_bearing_flags(class_map, centroids, spacing_mm)
-    names, anchor = name_levels(len(masks), flags, s1_mask is not None)
-    if anchor == "ribs" or anchor == "ribs+sacrum":
+    names, anchor = name_levels(len(bodies), flags, s1 is not None)
+    if anchor in ("ribs", "ribs+sacrum"):
         notes.append("cervical spine not in view: the last rib-bearing body was taken as T12")
     if anchor == "none":
         notes.append("neither ribs nor sacrum found: levels cannot be named")
+    shape = tuple(class_map.shape)
     vertebrae = [
-        LabelledVertebra(level=name, centroid_index=c, mask=m, rib_bearing=bool(f))
-        for name, c, m, f in zip(names, centroids, masks, flags)
+        LabelledVertebra(name, b.centroid, b.box, b.local_mask, shape, rib_bearing=bool(f))
+        for name, b, f in zip(names, bodies, flags)
         if name
     ]
-    if s1_mask is not None and s1_mask.any():
-        vertebrae.append(
-            LabelledVertebra(level="S1", centroid_index=np.argwhere(s1_mask).mean(axis=0), mask=s1_mask)
-        )
+    if s1 is not None and s1.local_mask.any():
+        vertebrae.append(LabelledVertebra("S1", s1.centroid, s1.box, s1.local_mask, shape))
     return LevelResult(vertebrae=vertebrae, anchor=anchor, notes=notes)

@@ -1,0 +1,81 @@
+"""``vcfscreen evaluate``: screen phantom studies and measure the screening against their truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from engine.cli.config_cmd import load_settings
+from engine.errors import ConfigurationError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("evaluate")
+    def evaluate(
+        phantom_dir: Path = typer.Argument(..., help="A phantom study folder, or a folder of them (each with truth.json)."),
+        out: Path | None = typer.Option(None, "--out", "-o", help="Write the full report (every study) as JSON here."),
+        results: Path | None = typer.Option(
+            None, "--results",
+            help="An existing results.jsonl is evaluated instead of screening (every figure but Dice, "
+                 "which needs the model-grid output of a screening in the same run); a path that does "
+                 "not exist yet receives the results of this run's screening.",
+        ),
+        limit: int | None = typer.Option(None, "--limit", min=1, help="Evaluate only the first N studies (name order)."),
+    ) -> None:
+        """Screen every phantom study and print level identification, fracture detection,
+        false positives by confounder, unanalysable share, Dice and runtime, beside the targets."""
+        from engine.evaluate import TruthFileError, evaluate_folder, evaluate_results
+        from engine.evaluate.table import report_renderable
+        from engine.logs import setup_logging
+
+        if not phantom_dir.exists():
+            typer.echo(f"{phantom_dir} does not exist", err=True)
+            raise typer.Exit(code=2)
+        settings = load_settings()
+        setup_logging(settings.logging)
+        console = Console()
+        progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[note]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
+        read_only = results is not None and results.exists()
+
+        with progress:
+            task = progress.add_task("reading results" if read_only else "screening", total=None, note="")
+
+            def advance(done: int, total: int, evaluation) -> None:
+                progress.update(task, total=total, completed=done, note=evaluation.status)
+
+            try:
+                if read_only:
+                    report = evaluate_results(phantom_dir, results, limit=limit, on_study=advance)
+                else:
+                    report = evaluate_folder(phantom_dir, settings, limit=limit, on_study=advance,
+                                             results_out=results)
+            except TruthFileError as exc:
+                progress.stop()
+                typer.echo(str(exc), err=True)
+                raise typer.Exit(code=2) from None
+            except ConfigurationError as exc:
+                progress.stop()
+                typer.echo(f"cannot load the models: {exc.message}", err=True)
+                raise typer.Exit(code=2) from None
+
+        console.print(report_renderable(report))
+        if read_only:
+            console.print(f"results read from {results}; Dice needs a screening in the same run")
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+            console.print(f"full report written to {out}")

@@ -1,0 +1,150 @@
+"""``vcfscreen train``: train the segmenter and the classifier on phantoms, export, write the card."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from engine.cli.config_cmd import load_settings
+
+log = logging.getLogger(__name__)
+console = Console(stderr=True)
+HELD_OUT_OFFSET = 500_000
+"""Validation seeds start here: disjoint from any training seed range used in practice."""
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    def train(
+        what: str = typer.Option("all", help="all, segmenter or classifier."),
+        studies: int = typer.Option(48, min=2, help="Training phantom studies."),
+        validation: int = typer.Option(6, min=1, help="Held-out phantom studies for the card's metrics."),
+        seed: int = typer.Option(1000, help="First training seed; the run is reproducible by seed."),
+        seg_steps: int = typer.Option(1200, min=1, help="Segmenter optimiser steps."),
+        cls_steps: int = typer.Option(1500, min=1, help="Classifier optimiser steps."),
+        depth: int = typer.Option(18, help="Classifier ResNet depth: 18, 34 or 50."),
+        matrix: int = typer.Option(192, min=64, help="Phantom matrix for training (192 ~ 2 mm pixels, fast)."),
+        full_studies: int = typer.Option(12, min=0, help="Extra clinical-size (512 matrix) phantoms, ~25 s each."),
+        seg_patch: int = typer.Option(80, min=16, help="Segmenter training patch edge (a multiple of 16)."),
+        version: str = typer.Option("1", help="Weights version written into the models."),
+        out: Path = typer.Option(None, help="Output folder (default: models.dir from the settings)."),
+        cache: Path = typer.Option(Path(".cache/vcfscreen-training"), help="Sample cache folder."),
+    ) -> None:
+        """Train the models on synthetic phantoms and export them to ONNX with a model card."""
+        import torch
+
+        from engine.models.card import describe_model_file, write_model_card
+        from engine.models.export import export_classifier, export_segmenter
+        from engine.models.networks import ClassifierConfig, SegmenterConfig, count_parameters
+        from engine.models.training.classifier import ClsTrainConfig, train_classifier
+        from engine.models.training.data import build_samples
+        from engine.models.training.evaluation import classifier_metrics, segmenter_metrics
+        from engine.models.training.segmenter import SegTrainConfig, train_segmenter
+        from engine.phantom import PhantomConfig
+        from engine.phantom.training import training_example
+        from engine.preprocess import Preprocessor
+
+        if what not in ("all", "segmenter", "classifier"):
+            raise typer.BadParameter(f"--what {what!r} must be all, segmenter or classifier")
+        settings = load_settings()
+        out = out or settings.models.dir
+        out.mkdir(parents=True, exist_ok=True)
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        # More fractured studies than the clinical mix, so the rare class is seen often enough.
+        phantom = PhantomConfig.fast(matrix=matrix, fracture_study_probability=0.7)
+        clinical = PhantomConfig(fracture_study_probability=0.7)
+        preprocessor = Preprocessor(settings.preprocess)
+        key = (phantom.model_dump_json(), settings.preprocess.model_dump_json())
+        key_full = (clinical.model_dump_json(), settings.preprocess.model_dump_json())
+        full_seeds = range(seed + 200_000, seed + 200_000 + full_studies)
+        started = time.monotonic()
+
+        with _progress() as progress:
+            task = progress.add_task("phantoms", total=studies + full_studies + validation, note="")
+            train_samples = build_samples(
+                range(seed, seed + studies), lambda s: training_example(s, phantom), preprocessor, cache, key,
+                progress=lambda n: progress.advance(task, n),
+            )
+            train_samples += build_samples(
+                full_seeds, lambda s: training_example(s, clinical), preprocessor, cache, key_full,
+                progress=lambda n: progress.advance(task, n),
+            )
+            held_out = build_samples(
+                range(seed + HELD_OUT_OFFSET, seed + HELD_OUT_OFFSET + validation),
+                lambda s: training_example(s, phantom), preprocessor, cache, key,
+                progress=lambda n: progress.advance(task, n),
+            )
+        data_s = time.monotonic() - started
+        spacing, window = settings.preprocess.spacing_mm, settings.preprocess.hu_window
+        seg_config, cls_config = SegmenterConfig(), ClassifierConfig(depth=depth, crop_size=settings.models.crop_size)
+        models, metrics, recipe = [], {}, {}
+
+        if what in ("all", "segmenter"):
+            if seg_patch % seg_config.grid_multiple:
+                raise typer.BadParameter(f"--seg-patch {seg_patch} must be a multiple of {seg_config.grid_multiple}")
+            cfg = SegTrainConfig(steps=seg_steps, seed=seed, patch=(seg_patch,) * 3)
+            t0 = time.monotonic()
+            with _progress() as progress:
+                task = progress.add_task("segmenter", total=cfg.steps, note="")
+                net, losses = train_segmenter(
+                    train_samples, seg_config, cfg, on_step=lambda i, loss: progress.update(task, advance=1, note=f"loss {loss:.3f}")
+                )
+            seg_s = time.monotonic() - t0
+            report = export_segmenter(net, seg_config, out / settings.models.segmentation_file, version=version,
+                                      spacing_mm=spacing, hu_window=window, tolerance=1e-3)
+            metrics["segmentation (held-out phantoms)"] = segmenter_metrics(net, held_out, seg_config.out_channels)
+            recipe["segmenter"] = {"steps": cfg.steps, "batch": cfg.batch, "patch": list(cfg.patch), "lr": cfg.lr,
+                                   "loss": "Dice + cross-entropy (MONAI DiceCELoss)", "optimiser": "AdamW, one-cycle",
+                                   "final_loss": round(float(np.mean(losses[-50:])), 4), "minutes": round(seg_s / 60, 1)}
+            models.append({**describe_model_file(report.path), "name": "vertebra_seg", "parameters": count_parameters(net),
+                           "architecture": "MONAI UNet 3-D", "config": {"channels": list(seg_config.channels)}})
+        if what in ("all", "classifier"):
+            cfg = ClsTrainConfig(steps=cls_steps, seed=seed)
+            t0 = time.monotonic()
+            with _progress() as progress:
+                task = progress.add_task("classifier", total=cfg.steps, note="")
+                net, losses = train_classifier(
+                    train_samples, cls_config, cfg, on_step=lambda i, loss: progress.update(task, advance=1, note=f"loss {loss:.3f}")
+                )
+            cls_s = time.monotonic() - t0
+            report = export_classifier(net, cls_config, out / settings.models.classifier_file, version=version,
+                                       spacing_mm=spacing, hu_window=window, tolerance=1e-3)
+            metrics["classification (held-out phantoms, true centroids)"] = classifier_metrics(net, held_out, cls_config.crop_size)
+            recipe["classifier"] = {"steps": cfg.steps, "batch": cfg.batch, "lr": cfg.lr, "jitter_voxels": cfg.jitter_voxels,
+                                    "loss": "BCE (fracture) + cross-entropy (grade)", "optimiser": "AdamW, one-cycle",
+                                    "final_loss": round(float(np.mean(losses[-50:])), 4), "minutes": round(cls_s / 60, 1)}
+            models.append({**describe_model_file(report.path), "name": "vertebra_cls", "parameters": count_parameters(net),
+                           "architecture": f"MONAI ResNet-{depth} 3-D, two heads",
+                           "config": {"depth": depth, "widths": list(cls_config.widths), "crop_size": cls_config.crop_size}})
+
+        info = {
+            "version": version,
+            "models": models,
+            "training": {
+                "data": {"phantom_studies": studies, "seeds": f"{seed}..{seed + studies - 1}",
+                         "clinical_size_studies": full_studies,
+                         "clinical_size_seeds": f"{full_seeds.start}..{full_seeds.stop - 1}" if full_studies else "-",
+                         "held_out_seeds": f"{seed + HELD_OUT_OFFSET}..{seed + HELD_OUT_OFFSET + validation - 1}",
+                         "phantom_matrix": matrix, "generation_minutes": round(data_s / 60, 1)},
+                "recipe": recipe,
+            },
+            "metrics": metrics,
+        }
+        card = write_model_card(info, out / "MODEL_CARD.md")
+        (out / "training.json").write_text(json.dumps(info, indent=2, default=str))
+        console.print(f"wrote {', '.join(m['file'] for m in models)} and {card.name} to {out}")
+        console.print(json.dumps(metrics, indent=2, default=str))

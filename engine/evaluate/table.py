@@ -1,0 +1,101 @@
+"""The evaluation report as rich tables for the terminal: each figure beside its target."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+
+from engine.evaluate.report import EvaluationReport
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100.0 * value:.1f}%"
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _secs(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} s"
+
+
+def _target_cells(report: EvaluationReport, figure: str) -> tuple[str, str]:
+    check = next((t for t in report.targets if t.figure == figure), None)
+    if check is None:
+        return "", ""
+    shown = f">= {check.target:.2f}" if figure.startswith("auc") else f">= {100 * check.target:.0f}%"
+    return shown, "[green]met[/green]" if check.met else "[red]not met[/red]"
+
+
+def summary_table(report: EvaluationReport) -> Table:
+    """Headline figures: studies, identification, fracture detection, flag, Dice, runtime."""
+    table = Table(title=f"vcfscreen evaluation of {report.source}", show_lines=False)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("counts", justify="right")
+    table.add_column("target", justify="right")
+    table.add_column("", justify="left")
+
+    def row(label: str, value: str, counts: str = "", figure: str | None = None) -> None:
+        table.add_row(label, value, counts, *(_target_cells(report, figure) if figure else ("", "")))
+
+    s, ident, frac = report.studies, report.identification, report.fracture
+    row("studies analysed", f"{s.analysed} / {s.valid}",
+        f"{s.error} error, {s.not_eligible} not eligible")
+    row("unanalysable share", _pct(s.unanalysable_share), f"{s.fractures_in_unanalysable} fractures in them")
+    if s.missing_results:
+        row("studies without a result line", str(s.missing_results), "not counted")
+    table.add_section()
+    row(f"vertebra detection (<= {ident.match_radius_mm:g} mm)", _pct(ident.detection_rate),
+        f"{ident.detected} / {ident.true_vertebrae}")
+    row("level identification", _pct(ident.level_identification),
+        f"{ident.correct_level} / {ident.true_vertebrae}", "level_identification")
+    row("one-level shifts", str(ident.one_level_shifts), f"{ident.larger_shifts} larger")
+    row("false detections", str(ident.false_detections), f"{ident.ignored_partial_bodies} on partial bodies ignored")
+    table.add_section()
+    row("AUC, grade >= 1", _num(frac.auc_grade1), f"{frac.auc_pairs} pairs")
+    row("AUC, grade >= 2", _num(frac.auc_grade2), f"{frac.auc_pairs} pairs", "auc_grade2")
+    for t in frac.thresholds:
+        name = "grade 3" if t.threshold == 3 else f"grade >= {t.threshold}"
+        row(f"sensitivity, {name}", _pct(t.sensitivity), f"TP {t.tp} FN {t.fn}",
+            f"sensitivity_grade{t.threshold}")
+        row(f"PPV, {name}", _pct(t.ppv), f"TP {t.tp} FP {t.fp}", f"ppv_grade{t.threshold}")
+    row("missed fractures (grade >= 2, not detected)", str(frac.missed_fractures))
+    table.add_section()
+    f = report.flag
+    row("study flag sensitivity", _pct(f.sensitivity), f"TP {f.tp} FN {f.fn}")
+    row("study flag specificity", _pct(f.specificity), f"TN {f.tn} FP {f.fp}")
+    table.add_section()
+    d = report.dice
+    if d.studies:
+        row("Dice, vertebral bodies (mean)", _num(d.mean_bodies_dice), f"{d.studies} studies, min {_num(d.min_bodies_dice)}")
+        row("Dice, per vertebra (mean)", _num(d.mean_vertebra_dice), f"{d.vertebra_pairs} pairs")
+    else:
+        row("Dice", "n/a", d.note or "")
+    table.add_section()
+    r = report.runtime
+    row("runtime per study, median", _secs(r.median_s), f"{r.studies} studies")
+    row("runtime per study, p95", _secs(r.p95_s))
+    row("runtime, total", _secs(r.total_s))
+    return table
+
+
+def confounder_table(report: EvaluationReport) -> Table:
+    """False-positive fracture calls by the confounder they fall on."""
+    fps = report.false_positives
+    table = Table(title="false positives by confounder")
+    table.add_column("fracture calls (grade >= 2) on a normal or absent vertebra")
+    table.add_column("count", justify="right")
+    for kind, count in fps.by_confounder.items():
+        table.add_row(f"  {kind}", str(count))
+    table.add_section()
+    table.add_row("in all (one call may fall on several confounders)", str(fps.total))
+    if fps.on_grade1:
+        table.add_row("grade >= 2 on a true grade 1 (over-grading, not attributed)", str(fps.on_grade1))
+    return table
+
+
+def report_renderable(report: EvaluationReport) -> Group:
+    """Everything the command prints."""
+    return Group(summary_table(report), confounder_table(report))

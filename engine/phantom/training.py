@@ -1,0 +1,86 @@
+"""Segmentation targets for training: the phantom's anatomy as the model's classes.
+
+The phantom's ``labels`` volume holds vertebral bodies only (what truth and Dice need). The
+segmentation network also learns the two anchors that name levels and the gaps that split
+bodies (see :mod:`engine.models.contract`): intervertebral discs, the sacrum and the rib
+heads. They are painted here from the same plan the phantom was rendered from, on the
+screening series' grid:
+
+* body: every labelled body voxel (partial bodies included: a body cut by the field of
+  view is still a body to segment);
+* sacrum: the bodies of the sacral segments (S1..S5);
+* disc: the voxels each disc painter touches, found by painting into a scratch canvas;
+* rib head: a sphere of ``RIB_HEAD_RADIUS_MM`` around each costovertebral joint of a
+  rib-bearing vertebra, outside the body.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.models.contract import SEG_CLASSES
+from engine.phantom.config import PhantomConfig
+from engine.phantom.study import generate_study
+from engine.phantom.vertebra import paint_disc, paint_vertebra
+from engine.volume import Volume
+
+BACKGROUND, BODY, DISC, SACRUM, RIB_HEAD = (SEG_CLASSES.index(n) for n in (
+    "background", "vertebral_body", "intervertebral_disc", "sacrum", "rib_head"))
+RIB_HEAD_RADIUS_MM = 7.0
+_SENTINEL = np.int16(-32768)
+
+
+def _paint_sphere(classes: np.ndarray, inverse_affine: np.ndarray, centre_lps: np.ndarray,
+                  spacing: np.ndarray, radius_mm: float, value: int, keep: np.ndarray) -> None:
+    centre = inverse_affine[:3, :3] @ centre_lps + inverse_affine[:3, 3]
+    reach = np.ceil(radius_mm / spacing).astype(int) + 1
+    lo = np.maximum(np.floor(centre).astype(int) - reach, 0)
+    hi = np.minimum(np.ceil(centre).astype(int) + reach + 1, classes.shape)
+    if np.any(hi <= lo):
+        return
+    grids = np.meshgrid(*(np.arange(a, b) for a, b in zip(lo, hi)), indexing="ij")
+    dist2 = sum(((g - c) * s) ** 2 for g, c, s in zip(grids, centre, spacing))
+    block = tuple(slice(a, b) for a, b in zip(lo, hi))
+    inside = (dist2 <= radius_mm**2) & keep[block]
+    classes[block][inside] = value
+
+
+def class_map(study) -> np.ndarray:
+    """The training class map (uint8, SEG_CLASSES indices) on the study's screening grid."""
+    plan = study.plan
+    grid = plan.acquisition.grid()
+    shape = study.volume.hu.shape
+    classes = np.zeros(shape, dtype=np.uint8)
+    spine = plan.spine.vertebrae
+
+    scratch = np.full(shape, _SENTINEL, dtype=np.int16)
+    for disc in plan.spine.discs:
+        paint_disc(scratch, grid, spine[disc.upper], spine[disc.lower], disc, seed=0)
+    classes[scratch != _SENTINEL] = DISC
+
+    # Bodies, sacral segments included, painted with their region's class; partial bodies too.
+    # (the HU it paints into ``scratch`` is thrown away; only the labels are kept)
+    body_labels = np.zeros(shape, dtype=np.uint8)
+    for vertebra in spine:
+        paint_vertebra(scratch, body_labels, grid, vertebra, SACRUM if vertebra.region == "S" else BODY, seed=0)
+    classes[body_labels == BODY] = BODY
+    classes[body_labels == SACRUM] = SACRUM
+
+    affine = study.volume.affine
+    inverse = np.linalg.inv(affine)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    outside_body = (classes != BODY) & (classes != SACRUM)
+    for vertebra in spine:
+        if not vertebra.ribs:
+            continue
+        h = vertebra.posterior
+        for side in (-1.0, 1.0):
+            head = vertebra.to_world(np.array([side * 0.8 * vertebra.half_width, 0.45 * vertebra.half_depth, 0.3 * h]))
+            _paint_sphere(classes, inverse, head, spacing, RIB_HEAD_RADIUS_MM, RIB_HEAD, outside_body)
+    return classes
+
+
+def training_example(seed: int, config: PhantomConfig) -> tuple[Volume, np.ndarray, dict]:
+    """One phantom rendered in memory: its volume, training class map and truth."""
+    study = generate_study(seed, config)
+    return study.volume, class_map(study), study.truth

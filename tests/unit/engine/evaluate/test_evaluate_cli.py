@@ -1,0 +1,116 @@
+"""``vcfscreen evaluate`` end to end on two hand-made studies, with an oracle backend.
+
+Everything but the networks is real: DICOM loading, DALI preprocessing, level labelling,
+morphometry, grading, the truth files, the evaluation and the command. Study A has a grade 3
+wedge at L1 that the oracle's classifier confirms; study B is normal with a sclerotic
+metastasis planted at T11, where the classifier calls a fracture (a false positive).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from evaluate_studies import OracleBackend, RecordingPreprocessor, write_study
+from typer.testing import CliRunner
+
+import engine.screen
+from engine.cli import app
+from engine.errors import ConfigurationError
+from engine.evaluate import evaluate_folder
+from engine.settings import Settings
+
+runner = CliRunner()
+UID_A = "1.2.826.0.1.3680043.8.498.9001"
+UID_B = "1.2.826.0.1.3680043.8.498.9002"
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory):
+    root = tmp_path_factory.mktemp("phantoms")
+    a = write_study(root, UID_A, wedge="L1")
+    b = write_study(root, UID_B, confounders=[{"type": "sclerotic_metastasis", "levels": ["T11"]}])
+    return root, [a, b]
+
+
+@pytest.fixture
+def oracle(studies, monkeypatch):
+    """The oracle in place of the ONNX backend; the root logger restored afterwards (the
+    command configures logging onto the runner's temporary stderr)."""
+    _, built = studies
+    root_logger = logging.getLogger()
+    monkeypatch.setattr(root_logger, "handlers", list(root_logger.handlers))
+    monkeypatch.setattr(root_logger, "level", root_logger.level)
+    # crops come cranial to caudal: T10, T11, T12, L1, ...
+    backend = OracleBackend(built, fractured={UID_A: {3}, UID_B: {1}})
+    monkeypatch.setattr(engine.screen, "Preprocessor", RecordingPreprocessor)
+    monkeypatch.setattr(engine.screen, "make_backend", lambda settings: backend)
+    return backend
+
+
+def test_evaluate_screens_and_reports_every_figure(studies, oracle, tmp_path):
+    root, _ = studies
+    out, results = tmp_path / "report.json", tmp_path / "results.jsonl"
+    run = runner.invoke(app, ["evaluate", str(root), "--out", str(out), "--results", str(results)])
+    assert run.exit_code == 0, run.output
+    for text in ("level identification", ">= 99%", "sensitivity, grade 3", "sclerotic_metastasis", "Dice"):
+        assert text in run.stdout
+
+    report = json.loads(out.read_text())
+    assert report["studies"]["analysed"] == 2 and report["studies"]["unanalysable_share"] == 0.0
+    ident = report["identification"]
+    assert ident["true_vertebrae"] == 18  # T10-L5 and S1, twice
+    assert ident["detection_rate"] == 1.0 and ident["level_identification"] == 1.0
+    assert ident["false_detections"] == 0
+    grade2 = next(t for t in report["fracture"]["thresholds"] if t["threshold"] == 2)
+    assert (grade2["tp"], grade2["fp"], grade2["fn"]) == (1, 1, 0)
+    assert report["fracture"]["auc_pairs"] == 16  # S1 is not scored by the classifier
+    assert report["fracture"]["auc_grade2"] == pytest.approx(14.5 / 15)  # one positive; the false call ties it
+    assert report["false_positives"]["by_confounder"] == {"sclerotic_metastasis": 1}
+    assert (report["flag"]["tp"], report["flag"]["fp"]) == (1, 1)
+    # the labels are stored top down, the loaded volume bottom up: Dice ~1 only if the
+    # evaluation put the truth the right way round
+    assert report["dice"]["studies"] == 2 and report["dice"]["min_bodies_dice"] > 0.95
+    assert report["dice"]["mean_vertebra_dice"] > 0.9
+    assert report["runtime"]["studies"] == 2 and report["runtime"]["total_s"] > 0
+    targets = {t["figure"]: t["met"] for t in report["targets"]}
+    assert targets["level_identification"] and not targets["ppv_grade2"]
+    lines = results.read_text().splitlines()
+    assert sorted(json.loads(line)["study_instance_uid"] for line in lines) == [UID_A, UID_B]
+
+    # the same results read back: every figure but Dice
+    again = runner.invoke(app, ["evaluate", str(root), "--results", str(results), "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    reread = json.loads(out.read_text())
+    assert reread["identification"] == report["identification"]
+    assert reread["fracture"] == report["fracture"]
+    assert reread["dice"]["studies"] == 0 and "Dice needs" in reread["dice"]["note"]
+
+
+def test_evaluate_folder_honours_the_limit(studies, oracle):
+    root, _ = studies
+    report = evaluate_folder(root, Settings(), limit=1)
+    assert report.studies.valid == 1
+    assert report.per_study[0].study_instance_uid == UID_A  # folders in name order
+    assert report.per_study[0].bodies_dice > 0.95
+
+
+def test_evaluate_without_truth_is_a_usage_error(tmp_path, oracle):
+    run = runner.invoke(app, ["evaluate", str(tmp_path)])
+    assert run.exit_code == 2
+    assert "no study folder with a truth.json" in run.output
+
+
+def test_missing_models_are_a_usage_error_naming_them(studies, monkeypatch):
+    root, _ = studies
+    root_logger = logging.getLogger()
+    monkeypatch.setattr(root_logger, "handlers", list(root_logger.handlers))
+
+    def no_models(settings):
+        raise ConfigurationError("the vertebra_seg model /nowhere/vertebra_seg.onnx does not exist")
+
+    monkeypatch.setattr(engine.screen, "make_backend", no_models)
+    run = runner.invoke(app, ["evaluate", str(root)])
+    assert run.exit_code == 2
+    assert "cannot load the models" in run.output and "/nowhere/vertebra_seg.onnx" in run.output
