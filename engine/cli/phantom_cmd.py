@@ -5,12 +5,20 @@ from __future__ import annotations
 from concurrent.futures import ProcessPoolExecutor
 from enum import Enum
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
 class TransferSyntax(str, Enum):
@@ -37,18 +45,19 @@ def _make_one(seed: int, config_json: str, out_dir: str, transfer_syntax: str) -
 def register(app: typer.Typer) -> None:
     @app.command("phantom")
     def phantom(
-        out_dir: Path = typer.Argument(..., help="Folder that receives one sub-folder per study."),
-        studies: int = typer.Option(1, "--studies", "-n", min=1, help="Number of studies to write."),
-        seed: int = typer.Option(0, "--seed", min=0, help="Seed of the run; the same seed writes the same studies."),
-        transfer_syntax: TransferSyntax = typer.Option(TransferSyntax.explicit, "--transfer-syntax",
-                                                       help="Pixel encoding of the DICOM files (all lossless)."),
-        fast: bool = typer.Option(False, "--fast", help="Small studies (128 matrix, 2.5-3 mm slices) for tests and training."),
-        matrix: int | None = typer.Option(None, "--matrix", help="Rows and columns of the axial images."),
-        slices_min: int | None = typer.Option(None, "--slices-min", help="Fewest slices of the screening series."),
-        slices_max: int | None = typer.Option(None, "--slices-max", help="Most slices of the screening series."),
-        fracture_probability: float | None = typer.Option(None, "--fracture-probability",
-                                                          help="Share of studies with at least one fracture."),
-        jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Studies generated in parallel processes."),
+        out_dir: Annotated[Path, typer.Argument(help="Folder that receives one sub-folder per study.")],
+        studies: Annotated[int, typer.Option("--studies", "-n", min=1, help="Number of studies to write.")] = 1,
+        seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the run; the same seed writes the same studies.")] = 0,
+        transfer_syntax: Annotated[TransferSyntax, typer.Option(
+            "--transfer-syntax", help="Pixel encoding of the DICOM files (all lossless).")] = TransferSyntax.explicit,
+        fast: Annotated[bool, typer.Option(
+            "--fast", help="Small studies (128 matrix, 2.5-3 mm slices) for tests and training.")] = False,
+        matrix: Annotated[int | None, typer.Option("--matrix", help="Rows and columns of the axial images.")] = None,
+        slices_min: Annotated[int | None, typer.Option("--slices-min", help="Fewest slices of the screening series.")] = None,
+        slices_max: Annotated[int | None, typer.Option("--slices-max", help="Most slices of the screening series.")] = None,
+        fracture_probability: Annotated[float | None, typer.Option(
+            "--fracture-probability", help="Share of studies with at least one fracture.")] = None,
+        jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Studies generated in parallel processes.")] = 1,
     ) -> None:
         """Write synthetic thoraco-abdomino-pelvic CT studies: OUT_DIR/<StudyInstanceUID>/*.dcm,
         truth.json and labels.npz."""

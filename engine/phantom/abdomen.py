@@ -20,10 +20,10 @@ from engine.phantom.shapes import (
     paint_vertical_tube,
     smooth_path,
 )
-from engine.phantom.thorax import _one
+from engine.phantom.thorax import cavity_point
 
-_over_fat = lambda values: (values < -50) & (values > -300)  # noqa: E731
-_over_soft = lambda values: values < 120  # noqa: E731
+_over_fat = lambda values: (values < -50) & (values > -300)
+_over_soft = lambda values: values < 120
 
 
 def paint_solid_organs(canvas: np.ndarray, grid: Grid, body: BodyPlan, rng: np.random.Generator) -> None:
@@ -33,7 +33,7 @@ def paint_solid_organs(canvas: np.ndarray, grid: Grid, body: BodyPlan, rng: np.r
     # liver: right upper quadrant, its dome under the right hemidiaphragm
     semi_z = 95.0 * k
     zc = lm["z_dome_right"] + 4.0 - semi_z
-    c = _one(body, zc)
+    c = cavity_point(body, zc)
     hw, depth = c["half_width"], c["y_back"] - c["y_front"]
     cy = 0.5 * (c["y_front"] + c["y_back"])
     paint_ellipsoid(canvas, grid, np.array([c["cx"] - 0.38 * hw, cy + 0.02 * depth, zc]),
@@ -45,7 +45,7 @@ def paint_solid_organs(canvas: np.ndarray, grid: Grid, body: BodyPlan, rng: np.r
                     np.array([15.0, 15.0, 32.0]) * k, rng.uniform(0.0, 20.0))  # gallbladder
     # spleen and stomach under the left dome
     zs = lm["z_dome_left"] - 60.0 * k
-    c = _one(body, zs)
+    c = cavity_point(body, zs)
     hw, depth = c["half_width"], c["y_back"] - c["y_front"]
     paint_ellipsoid(canvas, grid, np.array([c["cx"] + 0.68 * hw, c["y_back"] - 0.28 * depth, zs]),
                     np.array([27.0, 48.0, 55.0]) * k, liver_hu + rng.uniform(-5.0, 15.0), angle_deg=-35.0,
@@ -57,7 +57,7 @@ def paint_solid_organs(canvas: np.ndarray, grid: Grid, body: BodyPlan, rng: np.r
     paint_ellipsoid(canvas, grid, stomach - [0.0, 0.45 * st_semi[1], -0.1 * st_semi[2]],
                     st_semi * [0.7, 0.45, 0.55], -1000.0, within=lambda v: (v > -100) & (v < 60))
     # pancreas across the spine at L1, kidneys beside it
-    c = _one(body, lm["z_L1"])
+    c = cavity_point(body, lm["z_L1"])
     paint_ellipsoid(canvas, grid, np.array([c["spine_x"] + 18.0, c["spine_y"] - c["spine_hd"] - 38.0, lm["z_L1"] + 10.0]),
                     np.array([62.0, 11.0, 14.0]) * k, rng.uniform(85.0, 110.0), angle_deg=-15.0, within=_over_fat)
     for side, dz in ((-1.0, -rng.uniform(5.0, 20.0)), (1.0, rng.uniform(0.0, 12.0))):
@@ -90,7 +90,7 @@ def paint_bowel(canvas: np.ndarray, grid: Grid, body: BodyPlan, rng: np.random.G
     oral_contrast = rng.random() < 0.35
 
     def at(z: float, fx: float, fy: float) -> np.ndarray:
-        c = _one(body, z)
+        c = cavity_point(body, z)
         return np.array([c["cx"] + fx * c["half_width"],
                          c["y_front"] + fy * (c["y_back"] - c["y_front"]), z])
 
@@ -104,7 +104,7 @@ def paint_bowel(canvas: np.ndarray, grid: Grid, body: BodyPlan, rng: np.random.G
     radius = np.interp(np.linspace(0, 1, len(path)), [0, 0.1, 0.7, 0.85, 1.0], [27.0, 22.0, 20.0, 16.0, 14.0])
     paint_tubes(canvas, grid, [(path, radius, rng.uniform(-10.0, 35.0))], within=_over_fat, wall=(2.5, 45.0),
                 step_factor=0.9)
-    contents = lambda values: (values > -60) & (values < 60)  # noqa: E731
+    contents = lambda values: (values > -60) & (values < 60)
     pockets = [i for i in range(0, len(path), 4) if rng.random() < 0.65]
     gas = path[pockets] - np.stack([np.zeros(len(pockets)), 0.45 * radius[pockets], np.zeros(len(pockets))], axis=1)
     bubbles = path[rng.integers(0, len(path), 160)] + rng.normal(0, 7, (160, 3))
@@ -133,7 +133,7 @@ def paint_abdominal_vessels(canvas: np.ndarray, grid: Grid, body: BodyPlan, rng:
     z_bif = lm["z_L3"] - 0.6 * (lm["z_L3"] - lm["z_S1"]) * 0.7
     nodes = [aorta_nodes[-1]] if aorta_nodes else []
     for z in np.linspace(lm["z_Tlast"] - 5.0, z_bif, 6):
-        c = _one(body, z)
+        c = cavity_point(body, z)
         swing = np.clip((lm["z_Tlast"] - z) / 60.0, 0.0, 1.0)
         y = c["spine_y"] - (0.35 + 0.65 * swing) * c["spine_hd"] - swing * 12.0
         nodes.append((c["spine_x"] + c["spine_hw"] * (1 - 0.6 * swing) + 4.0 - 8.0 * swing, y, z, 12.0 - 2.5 * swing))
@@ -141,7 +141,7 @@ def paint_abdominal_vessels(canvas: np.ndarray, grid: Grid, body: BodyPlan, rng:
     vein_hu = aorta_hu - rng.uniform(40.0, 80.0)
     ivc = []
     for z in np.linspace(lm["z_dome_right"] - 10.0, z_bif - 10.0, 6):
-        c = _one(body, z)
+        c = cavity_point(body, z)
         ivc.append((c["spine_x"] - 0.6 * c["spine_hw"] - 8.0, c["spine_y"] - c["spine_hd"] - 13.0, z, 11.0))
     paint_vertical_tube(canvas, grid, np.array(ivc), vein_hu, within=_over_soft)
     bif = np.array(nodes[-1][:3])

@@ -73,7 +73,7 @@ def _coverage(rng: np.random.Generator, config: PhantomConfig, spine: SpinePlan,
         above = z_of[names[i_top - 1]] if i_top > 0 else z_of[top] + 30.0
         below = z_of[names[i_bottom + 1]] if i_bottom + 1 < len(names) else z_of[bottom] - 30.0
         return above, below, "levels"
-    z_top = rng.uniform(z_of["T2"], z_of["C7"])
+    z_top = rng.uniform(z_of["T1"], z_of["C6"])  # thoracic inlet to lower neck
     z_bottom = lm["z_sym"] - rng.uniform(5.0, 35.0)
     kind = "full"
     if rng.random() < config.partial_coverage_probability:
@@ -93,7 +93,7 @@ def sample_acquisition(rng: np.random.Generator, config: PhantomConfig, spine: S
     fits = (counts >= config.slices_min) & (counts <= config.slices_max)
     if fits.any():
         spacing = float(rng.choice(choices[fits]))
-        n = int(round(length / spacing)) + 1
+        n = round(length / spacing) + 1
     else:  # no spacing fits: take the closest and cut (or extend) the coverage to the budget
         miss = np.maximum(config.slices_min - counts, 0) + np.maximum(counts - config.slices_max, 0)
         pick = int(np.argmin(miss))
@@ -113,8 +113,8 @@ def sample_acquisition(rng: np.random.Generator, config: PhantomConfig, spine: S
     low, high = config.fov_range_mm
     fov = float(np.clip(round(2 * widest * 1.06 + rng.uniform(10.0, 40.0)), low, high))
     kernel, blur, noise = KERNELS[int(rng.integers(len(KERNELS)))]
-    noise *= np.sqrt(1.25 / thickness) * config.noise_scale * (1.0 + 0.4 * (spine.patient.fat_mm - 20.0) / 40.0)
-    noise = float(np.clip(noise, 8.0, 32.0)) if config.noise_scale > 0 else 0.0
+    noise *= np.sqrt(1.25 / thickness) * (1.0 + 0.4 * (spine.patient.fat_mm - 20.0) / 40.0)
+    noise = float(np.clip(noise, 10.0, 30.0) * config.noise_scale)  # kernel- and size-dependent, 10-30 HU
     y_mid = float(np.mean(body.profile["y_back"] - body.profile["b"]))
     return Acquisition(
         position=position,

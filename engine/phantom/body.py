@@ -94,8 +94,8 @@ def sample_body(rng: np.random.Generator, spine: SpinePlan) -> BodyPlan:
     order = np.argsort(y_back_z)
     lm = landmarks
     anchors = [  # z, half width, half depth, squareness, fat (lat, ant, back), muscle (lat, ant, back), fill HU
-        (lm["z_top"], 58 * ws, 52 * k, 0.1, 4, 4, 6, 14, 12, 22, 35.0),
-        (lm["z_C7"], 85 * ws, 62 * k, 0.15, 5, 5, 7, 16, 14, 22, 35.0),
+        (lm["z_top"], 68 * ws, 56 * k, 0.1, 4, 4, 6, 14, 12, 22, 35.0),
+        (lm["z_C7"], 112 * ws, 74 * k, 0.15, 6, 5, 8, 22, 14, 24, 35.0),
         (lm["z_T1"], 135 * ws, 88 * k, 0.15, 0.35 * fat + 3, 0.3 * fat + 3, 0.25 * fat + 4, 24, 22, 14, -60.0),
         (lm["z_T4"], 150 * ws, 102 * k, 0.12, 0.4 * fat + 3, 0.35 * fat + 3, 0.3 * fat + 4, 11, 18, 10, -60.0),
         (lm["z_T8"], 157 * ws, 110 * k, 0.1, 0.45 * fat + 3, 0.4 * fat + 3, 0.3 * fat + 4, 9, 10, 9, -60.0),

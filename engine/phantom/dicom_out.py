@@ -16,11 +16,11 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
     CTImageStorage,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLSLossless,
-    PYDICOM_IMPLEMENTATION_UID,
     RLELossless,
 )
 

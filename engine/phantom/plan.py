@@ -23,7 +23,14 @@ from engine.phantom.pathology import (
     plant_schmorl_nodes,
     plant_screws,
 )
-from engine.phantom.spine import Centerline, Vertebra, frame_from, integrate_centerline, level_names, nominal_vertebra
+from engine.phantom.spine import (
+    Centerline,
+    Vertebra,
+    frame_from,
+    integrate_centerline,
+    level_names,
+    nominal_vertebra,
+)
 from engine.phantom.vertebra import Disc
 
 TRANSITIONAL_VARIANTS = ("13_thoracic", "11_thoracic", "6_lumbar", "sacralised_L5")

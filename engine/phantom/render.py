@@ -12,7 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.phantom.abdomen import paint_abdominal_vessels, paint_bowel, paint_solid_organs
+from engine.phantom.abdomen import (
+    paint_abdominal_vessels,
+    paint_bowel,
+    paint_solid_organs,
+)
 from engine.phantom.acquisition import Acquisition, sample_acquisition
 from engine.phantom.body import BodyPlan, paint_back_muscles, paint_trunk, sample_body
 from engine.phantom.config import PhantomConfig
@@ -20,7 +24,11 @@ from engine.phantom.grid import Grid
 from engine.phantom.metal import paint_metal
 from engine.phantom.plan import SpinePlan, sample_spine_plan
 from engine.phantom.recon import paint_table, reconstruct
-from engine.phantom.skeleton import paint_pelvis, paint_ribs, paint_sternum_and_shoulders
+from engine.phantom.skeleton import (
+    paint_pelvis,
+    paint_ribs,
+    paint_sternum_and_shoulders,
+)
 from engine.phantom.thorax import paint_breasts, paint_lungs, paint_mediastinum
 from engine.phantom.vertebra import paint_canal, paint_disc, paint_vertebra
 

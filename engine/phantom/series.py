@@ -50,7 +50,7 @@ class SeriesData:
 
     def record(self) -> dict:
         return {"series_instance_uid": self.series_instance_uid, "series_number": self.series_number,
-                "role": self.role, "description": self.description, "images": int(len(self.images)),
+                "role": self.role, "description": self.description, "images": len(self.images),
                 "eligible": self.eligible, "reason": self.reason}
 
 
@@ -75,7 +75,7 @@ def screening_series(volume: Volume, seed: int, number: int, thickness: float, s
 
 def thick_series(volume: Volume, seed: int, number: int, spacing: float) -> SeriesData:
     """Averages of consecutive slices to ~5 mm: a reading series, too thick to screen."""
-    group = max(int(round(5.0 / spacing)), 2)
+    group = max(round(5.0 / spacing), 2)
     count = volume.shape[0] // group
     stack = volume.hu[: count * group].reshape(count, group, *volume.shape[1:])
     images = np.rint(stack.mean(axis=1, dtype=np.float32)).astype(np.int16)

@@ -21,7 +21,7 @@ from engine.phantom.shapes import (
     smooth_path,
     tube_indices,
 )
-from engine.phantom.thorax import _one, cavity_at
+from engine.phantom.thorax import cavity_at, cavity_point
 
 
 def _bone_tube(canvas, grid, points, radius, cortical, marrow, cortex=1.3):
@@ -98,22 +98,24 @@ def paint_sternum_and_shoulders(canvas: np.ndarray, grid: Grid, spine: SpinePlan
     z_top, z_angle, z_low = lm["z_T1"] - 12.0, lm["z_T4"] - 5.0, lm["z_T8"] - 20.0
     nodes_outer, nodes_inner = [], []
     for z, half_w in ((z_top, 27.0), (z_angle, 20.0), (0.5 * (z_angle + z_low), 15.0), (z_low, 12.0)):
-        c = _one(body, z)
+        c = cavity_point(body, z)
         y = c["y_front"] - 4.0
         nodes_outer.append((c["cx"], y, z, half_w, 6.5))
         nodes_inner.append((c["cx"], y, z, half_w - 1.5, 5.0))
     paint_vertical_tube(canvas, grid, np.array(nodes_outer), cortical * 0.8)
     paint_vertical_tube(canvas, grid, np.array(nodes_inner), marrow)
     # clavicles: from the manubrium up and out towards the raised shoulders
-    c_top = _one(body, z_top)
+    c_top = cavity_point(body, z_top)
     p_top = {k: float(v[0]) for k, v in body.at(np.array([lm["z_T1"]])).items()}
     for side in (-1.0, 1.0):
         clavicle = smooth_path(np.array([
             [c_top["cx"] + side * 24.0, c_top["y_front"] - 6.0, z_top + 4.0],
             [c_top["cx"] + side * 65.0, c_top["y_front"] - 2.0, z_top + 18.0],
-            [c_top["cx"] + side * 0.85 * p_top["a"], c_top["y_front"] + 30.0, z_top + 45.0],
+            [c_top["cx"] + side * 0.75 * p_top["a"], c_top["y_front"] + 30.0, z_top + 28.0],
         ]), 24)
-        _bone_tube(canvas, grid, clavicle, 6.5, cortical, marrow)
+        in_body = lambda values: values > -900
+        paint_indices(canvas, tube_indices(grid, clavicle, 6.5), cortical, within=in_body)
+        paint_indices(canvas, tube_indices(grid, clavicle, 5.0), marrow, within=in_body)
         _scapula(canvas, grid, body, side, cortical, marrow)
 
 
@@ -131,7 +133,7 @@ def _scapula(canvas, grid, body: BodyPlan, side: float, cortical: float, marrow:
     xs = medial[:, None] + (lateral - medial)[:, None] * length[None, :]
     ys = back[:, None] - 35.0 * length[None, :] ** 1.6
     pts = np.stack([xs, ys, np.broadcast_to(zs[:, None], xs.shape)], axis=-1).reshape(-1, 3)
-    soft = lambda v: v > -300  # noqa: E731
+    soft = lambda v: v > -300
     paint_indices(canvas, stamp_spheres(grid, pts, 2.2), cortical * 0.85, within=soft)
     border = np.stack([xs[:, -1], ys[:, -1], zs], axis=1)
     _bone_tube(canvas, grid, border, 5.0, cortical, marrow)

@@ -140,28 +140,28 @@ def nominal_vertebra(level: str, region: str, f: float, scale: float) -> Vertebr
     depths from ~17 to ~35 mm (CLINICAL.md figures).
     """
     if region == "C":
-        dims = dict(h0=_lerp(12.5, 14.0, f), half_width=_lerp(8.5, 12.0, f), half_depth=_lerp(7.5, 8.0, f),
-                    canal_half_width=12.0, canal_half_depth=7.0, arch=4.0,
-                    spinous_length=_lerp(14.0, 32.0, f ** 2), spinous_angle_deg=15.0, spinous_height=7.0,
-                    transverse_length=10.0, transverse_radius=3.0, transverse_back_deg=10.0)
+        dims = {"h0": _lerp(12.5, 14.0, f), "half_width": _lerp(8.5, 12.0, f), "half_depth": _lerp(7.5, 8.0, f),
+                "canal_half_width": 12.0, "canal_half_depth": 7.0, "arch": 4.0,
+                "spinous_length": _lerp(14.0, 32.0, f ** 2), "spinous_angle_deg": 15.0, "spinous_height": 7.0,
+                "transverse_length": 10.0, "transverse_radius": 3.0, "transverse_back_deg": 10.0}
     elif region == "T":
-        dims = dict(h0=_lerp(14.5, 23.0, f ** 1.1), half_width=_lerp(12.5, 20.0, f), half_depth=_lerp(8.5, 15.0, f),
-                    canal_half_width=8.5, canal_half_depth=7.5, arch=_lerp(5.0, 7.0, f),
-                    spinous_length=_lerp(34.0, 30.0, f), spinous_angle_deg=30.0 + 30.0 * np.sin(np.pi * f),
-                    spinous_height=_lerp(8.0, 12.0, f),
-                    transverse_length=_lerp(22.0, 13.0, f), transverse_radius=_lerp(4.5, 5.0, f),
-                    transverse_back_deg=30.0)
+        dims = {"h0": _lerp(14.5, 23.0, f ** 1.1), "half_width": _lerp(12.5, 20.0, f), "half_depth": _lerp(8.5, 15.0, f),
+                "canal_half_width": 8.5, "canal_half_depth": 7.5, "arch": _lerp(5.0, 7.0, f),
+                "spinous_length": _lerp(34.0, 30.0, f), "spinous_angle_deg": 30.0 + 30.0 * np.sin(np.pi * f),
+                "spinous_height": _lerp(8.0, 12.0, f),
+                "transverse_length": _lerp(22.0, 13.0, f), "transverse_radius": _lerp(4.5, 5.0, f),
+                "transverse_back_deg": 30.0}
     elif region == "L":
-        dims = dict(h0=_lerp(24.0, 27.0, f), half_width=_lerp(21.0, 25.0, f), half_depth=_lerp(15.5, 17.5, f),
-                    canal_half_width=_lerp(11.0, 12.5, f), canal_half_depth=8.5, arch=_lerp(8.0, 11.0, f),
-                    spinous_length=_lerp(30.0, 24.0, f), spinous_angle_deg=5.0, spinous_height=_lerp(15.0, 13.0, f),
-                    transverse_length=18.0 + 9.0 * np.sin(np.pi * f), transverse_radius=_lerp(5.0, 7.0, f),
-                    transverse_back_deg=8.0)
+        dims = {"h0": _lerp(24.0, 27.0, f), "half_width": _lerp(21.0, 25.0, f), "half_depth": _lerp(15.5, 17.5, f),
+                "canal_half_width": _lerp(11.0, 12.5, f), "canal_half_depth": 8.5, "arch": _lerp(8.0, 11.0, f),
+                "spinous_length": _lerp(30.0, 24.0, f), "spinous_angle_deg": 5.0, "spinous_height": _lerp(15.0, 13.0, f),
+                "transverse_length": 18.0 + 9.0 * np.sin(np.pi * f), "transverse_radius": _lerp(5.0, 7.0, f),
+                "transverse_back_deg": 8.0}
     else:  # sacral segment S1..S5, f = 0 for S1
-        dims = dict(h0=_lerp(28.0, 10.0, f), half_width=_lerp(24.0, 10.0, f), half_depth=_lerp(17.0, 8.0, f),
-                    canal_half_width=_lerp(13.0, 6.0, f), canal_half_depth=_lerp(6.0, 3.0, f), arch=_lerp(9.0, 5.0, f),
-                    spinous_length=_lerp(10.0, 4.0, f), spinous_angle_deg=20.0, spinous_height=8.0,
-                    transverse_length=0.0, transverse_radius=0.0, transverse_back_deg=0.0)
+        dims = {"h0": _lerp(28.0, 10.0, f), "half_width": _lerp(24.0, 10.0, f), "half_depth": _lerp(17.0, 8.0, f),
+                "canal_half_width": _lerp(13.0, 6.0, f), "canal_half_depth": _lerp(6.0, 3.0, f), "arch": _lerp(9.0, 5.0, f),
+                "spinous_length": _lerp(10.0, 4.0, f), "spinous_angle_deg": 20.0, "spinous_height": 8.0,
+                "transverse_length": 0.0, "transverse_radius": 0.0, "transverse_back_deg": 0.0}
     scaled = {k: (v * scale if k not in ("spinous_angle_deg", "transverse_back_deg") else v)
               for k, v in dims.items()}
     return Vertebra(level=level, region=region, **scaled)  # type: ignore[arg-type]

@@ -21,8 +21,8 @@ from engine.phantom.series import (
     SeriesData,
     localizer_series,
     phantom_uid,
-    screening_series,
     sagittal_series,
+    screening_series,
     thick_series,
 )
 from engine.phantom.truth import build_truth

@@ -12,7 +12,13 @@ import numpy as np
 
 from engine.phantom.body import CHUNK, BodyPlan
 from engine.phantom.grid import Grid
-from engine.phantom.shapes import paint_ellipsoid, paint_tube, paint_tubes, paint_vertical_tube, smooth_path
+from engine.phantom.shapes import (
+    paint_ellipsoid,
+    paint_tube,
+    paint_tubes,
+    paint_vertical_tube,
+    smooth_path,
+)
 
 LUNG_HU = -860.0
 
@@ -32,11 +38,13 @@ def cavity_at(body: BodyPlan, z: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def _one(body: BodyPlan, z: float) -> dict[str, float]:
+def cavity_point(body: BodyPlan, z: float) -> dict[str, float]:
+    """:func:`cavity_at` at one height, as plain floats."""
     return {k: float(v[0]) for k, v in cavity_at(body, np.array([z])).items()}
 
 
 def paint_lungs(canvas: np.ndarray, grid: Grid, body: BodyPlan, rng: np.random.Generator) -> None:
+    """Lungs inside the rib cage, above the domes, around mediastinum and spine; diaphragm."""
     lm = body.landmarks
     z_apex = lm["z_T1"] + 32.0
     z_low = min(lm["z_dome_right"], lm["z_dome_left"]) - 75.0
@@ -89,8 +97,8 @@ def _lung_vessels(canvas: np.ndarray, grid: Grid, body: BodyPlan, rng: np.random
     """Branching vessels from each hilum, painted only where the canvas is lung."""
     lm = body.landmarks
     z_hilum = lm["z_carina"] - 20.0
-    c = _one(body, z_hilum)
-    in_lung = lambda values: (values < -600) & (values > -950)  # noqa: E731  (lung, not air or airway)
+    c = cavity_point(body, z_hilum)
+    in_lung = lambda values: (values < -600) & (values > -950)
     tubes = []
     for side in (-1.0, 1.0):
         hilum = np.array([c["cx"] + side * 42.0, c["spine_y"] - c["spine_hd"] - 30.0, z_hilum])
@@ -118,7 +126,7 @@ def paint_mediastinum(canvas: np.ndarray, grid: Grid, body: BodyPlan, rng: np.ra
     lm = body.landmarks
     blood = rng.uniform(150.0, 220.0)
     z_heart = lm["z_T8"] - rng.uniform(0.0, 15.0)
-    c = _one(body, z_heart)
+    c = cavity_point(body, z_heart)
     heart = np.array([c["cx"] + rng.uniform(15.0, 30.0), c["y_front"] + rng.uniform(55.0, 65.0), z_heart])
     semi = np.array([62.0, 50.0, 55.0]) * rng.uniform(0.9, 1.1)
     angle = rng.uniform(20.0, 40.0)
@@ -127,7 +135,7 @@ def paint_mediastinum(canvas: np.ndarray, grid: Grid, body: BodyPlan, rng: np.ra
     for offset, chamber in (((18, 8, -5), (28, 24, 35)), ((-15, -18, -3), (30, 20, 32)),
                             ((5, 38, 25), (30, 16, 20)), ((-38, 0, 15), (20, 20, 26))):
         paint_ellipsoid(canvas, grid, heart + np.array(offset), np.array(chamber), blood, angle)
-    spine_top = _one(body, lm["z_T4"])
+    spine_top = cavity_point(body, lm["z_T4"])
     z_arch = lm["z_T4"] + rng.uniform(-5.0, 10.0)
     asc_top = np.array([heart[0] - 5.0, c["y_front"] + 45.0, z_arch])
     desc_top = np.array([spine_top["spine_x"] + spine_top["spine_hw"] + 4.0, spine_top["spine_y"] - 8.0, z_arch - 8.0])
@@ -138,7 +146,7 @@ def paint_mediastinum(canvas: np.ndarray, grid: Grid, body: BodyPlan, rng: np.ra
     paint_tube(canvas, grid, np.concatenate([asc, arch]), 15.0, aorta_blood)
     nodes = []
     for z in np.arange(z_arch - 8.0, lm["z_Tlast"] - 1.0, -20.0):
-        s = _one(body, z)
+        s = cavity_point(body, z)
         nodes.append((s["spine_x"] + s["spine_hw"] + 6.0, s["spine_y"] - 0.35 * s["spine_hd"], z, 12.0))
     paint_vertical_tube(canvas, grid, np.array(nodes), aorta_blood)
     # pulmonary trunk, SVC, azygos
@@ -147,7 +155,7 @@ def paint_mediastinum(canvas: np.ndarray, grid: Grid, body: BodyPlan, rng: np.ra
     svc_x = asc_top[0] - 28.0
     paint_vertical_tube(canvas, grid, np.array([(svc_x, asc_top[1] + 5, heart[2] + 40, 9.0),
                                                 (svc_x, asc_top[1] + 5, lm["z_T1"], 9.0)]), blood + 40.0)
-    az = [(_one(body, z)["spine_x"] - 12.0, _one(body, z)["spine_y"] - 4.0, z, 4.0)
+    az = [(cavity_point(body, z)["spine_x"] - 12.0, cavity_point(body, z)["spine_y"] - 4.0, z, 4.0)
           for z in np.linspace(lm["z_Tlast"], z_arch, 6)]
     paint_vertical_tube(canvas, grid, np.array(az), blood - 40.0)
     _airway(canvas, grid, body, rng, desc_top)
@@ -159,7 +167,7 @@ def _airway(canvas: np.ndarray, grid: Grid, body: BodyPlan, rng: np.random.Gener
     top = lm["z_top"] + 20.0
     nodes, eso = [], []
     for z in np.linspace(lm["z_carina"], top, 8):
-        s = _one(body, z)
+        s = cavity_point(body, z)
         y = s["spine_y"] - s["spine_hd"] - 24.0
         nodes.append((s["cx"], y, z, 9.0))
         eso.append((s["cx"] + 6.0, y + 15.0, z, 7.0))
@@ -170,7 +178,7 @@ def _airway(canvas: np.ndarray, grid: Grid, body: BodyPlan, rng: np.random.Gener
     for side in (-1.0, 1.0):
         end = carina + np.array([side * 45.0, 18.0, -25.0])
         paint_tube(canvas, grid, np.stack([carina, end]), 6.0, -1000.0, wall=(2.0, 45.0))
-    s_low = _one(body, lm["z_dome_left"] - 15.0)
+    s_low = cavity_point(body, lm["z_dome_left"] - 15.0)
     eso.insert(0, (s_low["cx"] + 28.0, s_low["spine_y"] - s_low["spine_hd"] - 25.0, lm["z_dome_left"] - 15.0, 7.0))
     esophagus = np.array(eso)
     paint_vertical_tube(canvas, grid, esophagus, 40.0)
@@ -178,7 +186,7 @@ def _airway(canvas: np.ndarray, grid: Grid, body: BodyPlan, rng: np.random.Gener
         paint_vertical_tube(canvas, grid, esophagus * [1, 1, 1, 0] + [0, 0, 0, 2.0], -1000.0)
     # neck: thyroid lobes, carotid arteries, jugular veins
     z_neck = lm["z_C7"] + 5.0
-    s = _one(body, z_neck)
+    s = cavity_point(body, z_neck)
     ty = s["spine_y"] - s["spine_hd"] - 24.0
     for side in (-1.0, 1.0):
         paint_ellipsoid(canvas, grid, np.array([s["cx"] + side * 18.0, ty - 4.0, z_neck]), np.array([9.0, 10.0, 20.0]),
@@ -194,7 +202,7 @@ def paint_breasts(canvas: np.ndarray, grid: Grid, body: BodyPlan, rng: np.random
     p = {k: float(v[0]) for k, v in body.at(np.array([z])).items()}
     size = rng.uniform(0.7, 1.3)
     front = p["y_back"] - 2 * p["b"]
-    replace_air_or_fat = lambda values: values < -50  # noqa: E731
+    replace_air_or_fat = lambda values: values < -50
     behind = p["b"] * (1.0 - np.sqrt(0.75))  # the outline at x = +-a/2 lies this far behind the front
     for side in (-1.0, 1.0):
         center = np.array([side * 0.5 * p["a"], front + behind + 12.0, z])

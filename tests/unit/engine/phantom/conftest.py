@@ -3,17 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from phantom_configs import QUIET, tiny_config
 
 from engine.phantom import PhantomConfig, PhantomStudy, PlantedFracture, generate_study
-
-QUIET = {"scout_probability": 0.0, "thick_series_probability": 0.0, "sagittal_series_probability": 0.0}
-
-
-def tiny_config(**overrides: object) -> PhantomConfig:
-    """A whole trunk on a 64 matrix with 3-5 mm slices: enough for geometry and DICOM checks."""
-    values: dict[str, object] = {"matrix": 64, "slices_min": 60, "slices_max": 200, "spacing_choices_mm": (4.0, 5.0)}
-    values.update(overrides)
-    return PhantomConfig(**values)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import QUIET, tiny_config
+from phantom_configs import QUIET, tiny_config
 
 from engine.phantom import generate_study
 from engine.phantom.render import plan_study

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from conftest import tiny_config
+from phantom_configs import tiny_config
 
 from engine.phantom import generate_study, write_study
 

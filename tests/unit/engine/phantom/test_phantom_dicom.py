@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from conftest import QUIET, tiny_config
+from phantom_configs import QUIET, tiny_config
 
 from engine.phantom import generate_study, write_study
 from engine.volume import affine_from_dicom, lps_to_index

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import tiny_config
+from phantom_configs import tiny_config
 
 from engine.phantom import generate_study
 from engine.phantom.render import PARTIAL_LABEL

@@ -7,7 +7,13 @@ import pytest
 from phantom_measure import measure_heights
 
 from engine.phantom.config import PlantedFracture
-from engine.phantom.pathology import GRADE_LOSS_RANGES, NATURAL_LOSS_MAX, genant_grade, natural_shape, plant_fracture
+from engine.phantom.pathology import (
+    GRADE_LOSS_RANGES,
+    NATURAL_LOSS_MAX,
+    genant_grade,
+    natural_shape,
+    plant_fracture,
+)
 from engine.phantom.spine import nominal_vertebra
 
 
