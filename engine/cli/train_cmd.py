@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from engine.cli.config_cmd import load_settings
+from engine.logs import setup_logging
 
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -61,6 +62,7 @@ def register(app: typer.Typer) -> None:
         if what not in ("all", "segmenter", "classifier"):
             raise typer.BadParameter(f"--what {what!r} must be all, segmenter or classifier")
         settings = load_settings()
+        setup_logging(settings.logging)
         out = out or settings.models.dir
         out.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(max(1, torch.get_num_threads()))
