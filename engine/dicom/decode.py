@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -108,8 +109,43 @@ def _dataset_frames(
         yield array
 
 
+def native_frame(header: InstanceHeader) -> np.ndarray | None:
+    """The one 16-bit grey frame of a native little-endian file, read straight from its
+    bytes (located by the header scan), or None when this fast path does not apply.
+
+    Gives the same values as pydicom's decoder: stored values as they are, sign-extended
+    from BitsStored for signed pixels. Short pixel data falls back to pydicom, which says
+    what is wrong."""
+    if (
+        header.pixel_offset is None
+        or not isinstance(header.source, Path)
+        or header.number_of_frames != 1
+        or header.samples_per_pixel not in (None, 1)
+        or header.bits_allocated != 16
+        or header.rows is None
+        or header.columns is None
+    ):
+        return None
+    count = header.rows * header.columns
+    if header.pixel_length is None or header.pixel_length < 2 * count:
+        return None
+    signed = header.pixel_representation == 1
+    array = np.fromfile(header.source, dtype="<i2" if signed else "<u2", count=count, offset=header.pixel_offset)
+    if array.size != count:
+        return None
+    stored = header.bits_stored or 16
+    if signed and stored < 16:
+        shift = 16 - stored
+        array = (array << shift) >> shift
+    return array.reshape(header.rows, header.columns)
+
+
 def _frames_of(header: InstanceHeader, indices: list[int] | None) -> Iterator[np.ndarray]:
     """The raw frame iterator of pydicom for this instance's source."""
+    if indices is None or indices == [0]:
+        fast = native_frame(header)
+        if fast is not None:
+            return iter([fast])
     source = header.source
     if isinstance(source, Dataset):
         return _dataset_frames(header, source, indices)

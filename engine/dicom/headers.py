@@ -114,6 +114,11 @@ class InstanceHeader:
     bits_allocated: int | None = None
     pixel_representation: int | None = None
     number_of_frames: int = 1
+    bits_stored: int | None = None
+    pixel_offset: int | None = None
+    """File offset of the native (uncompressed, little-endian) pixel bytes, when known."""
+    pixel_length: int | None = None
+    """Length of those bytes."""
     padding_value: int | None = None
     padding_range_limit: int | None = None
     enhanced: bool = False
@@ -161,6 +166,7 @@ def header_from_dataset(ds: Dataset, source: Path | Dataset, name: str) -> Insta
         columns=read_int(ds, "Columns", problems),
         samples_per_pixel=read_int(ds, "SamplesPerPixel", problems),
         bits_allocated=read_int(ds, "BitsAllocated", problems),
+        bits_stored=read_int(ds, "BitsStored", problems),
         pixel_representation=read_int(ds, "PixelRepresentation", problems),
         number_of_frames=read_int(ds, "NumberOfFrames", problems) or 1,
         padding_value=read_int(ds, "PixelPaddingValue", problems),
@@ -221,13 +227,46 @@ def read_header(path: Path | str) -> InstanceHeader | None:
     if path.name.upper() in _DICOMDIR_NAMES or not _looks_like_part10(path):
         return None
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
-        media_class = ds.file_meta.get("MediaStorageSOPClassUID") if ds.file_meta else None
-        if media_class == MediaStorageDirectoryStorage:
-            return None
-        return header_from_dataset(ds, path, path.name)
+        with path.open("rb") as handle:
+            ds = pydicom.dcmread(handle, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+            media_class = ds.file_meta.get("MediaStorageSOPClassUID") if ds.file_meta else None
+            if media_class == MediaStorageDirectoryStorage:
+                return None
+            header = header_from_dataset(ds, path, path.name)
+            located = native_pixel_location(handle, header.transfer_syntax_uid)
+        if located is not None:
+            header.pixel_offset, header.pixel_length = located
+        return header
     except Exception as exc:  # noqa: BLE001 - any parse failure of foreign bytes is data
         return InstanceHeader(source=path, name=path.name, error=describe_exception(exc))
+
+
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
+_EXPLICIT_LE, _IMPLICIT_LE = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
+
+
+def native_pixel_location(handle, transfer_syntax_uid: str | None) -> tuple[int, int] | None:
+    """(offset, length) of native little-endian pixel bytes in a file read up to them.
+
+    ``dcmread(..., stop_before_pixels=True)`` leaves the file at the Pixel Data element; its
+    value can then be read later with one ``np.fromfile`` instead of a second full parse.
+    None for anything else (compressed, big endian, deflated, odd layouts): those take
+    pydicom's path."""
+    if transfer_syntax_uid not in (_EXPLICIT_LE, _IMPLICIT_LE):
+        return None
+    start = handle.tell()
+    head = handle.read(12)
+    if len(head) < 8 or head[:4] != _PIXEL_DATA_TAG:
+        return None
+    if transfer_syntax_uid == _EXPLICIT_LE:
+        if len(head) < 12 or head[4:6] not in (b"OB", b"OW"):
+            return None
+        length, offset = int.from_bytes(head[8:12], "little"), start + 12
+    else:
+        length, offset = int.from_bytes(head[4:8], "little"), start + 8
+    if length == 0xFFFFFFFF:  # encapsulated: not native
+        return None
+    return offset, length
 
 
 def describe_exception(exc: BaseException) -> str:

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 
@@ -75,8 +78,52 @@ class HeaderProblems:
         return tuple(self._minor)
 
 
+_ASCII_VRS = frozenset({"DS", "IS", "CS", "UI", "DA", "TM", "DT", "AS"})
+"""VRs whose bytes are plain ASCII whatever the character set: safe to split ourselves."""
+_BINARY_INTS = {"US": (2, False), "SS": (2, True), "UL": (4, False), "SL": (4, True)}
+"""Binary integer VRs read from their bytes when they hold exactly one value."""
+_NOT_FAST = object()
+
+
+@lru_cache(maxsize=None)
+def _tag_of(keyword: str) -> int | None:
+    return tag_for_keyword(keyword)
+
+
+def _fast_value(ds: Dataset, keyword: str) -> Any:
+    """The value straight from the element's raw bytes, for ASCII VRs not yet converted.
+
+    pydicom's conversion of every element (hooks, value objects, multi-value wrappers) is
+    most of the cost of a header scan over hundreds of slices; numbers and UIDs need only a
+    split of their bytes. Anything else (binary VRs, implicit VR, converted elements) takes
+    the normal path (``_NOT_FAST``). Numbers come back as strings; callers parse them."""
+    tag = _tag_of(keyword)
+    if tag is None:
+        return _NOT_FAST
+    elem = ds._dict.get(tag)  # the raw element, without triggering conversion
+    if elem is None:
+        return None
+    if not isinstance(elem, RawDataElement) or elem.value is None:
+        return _NOT_FAST
+    if elem.VR in _BINARY_INTS and elem.is_little_endian:
+        size, signed = _BINARY_INTS[elem.VR]
+        if len(elem.value) != size:  # several values, or malformed: pydicom decides
+            return _NOT_FAST
+        return int.from_bytes(elem.value, "little", signed=signed)
+    if elem.VR not in _ASCII_VRS:
+        return _NOT_FAST
+    text = elem.value.decode("latin-1").strip(" \x00")
+    if not text:
+        return None
+    parts = text.split("\\")
+    return parts[0] if len(parts) == 1 else parts
+
+
 def _raw_value(ds: Dataset, keyword: str, problems: HeaderProblems) -> Any:
     """The converted value of ``keyword`` in ``ds``, or None when absent or unreadable."""
+    fast = _fast_value(ds, keyword)
+    if fast is not _NOT_FAST:
+        return fast
     try:
         if keyword not in ds:
             return None
