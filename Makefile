@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Brings up the stack (what is not already up), runs every test, brings down what it started.
-test: install
+# Offline checks of the Helm chart, alerts and dashboard (helm, kubeconform, promtool), then
+# brings up the stack (what is not already up), runs every test, brings down what it started.
+test: install ops-check
 	@$(STACK) run -- $(PY) -m pytest $(PYTEST_ARGS)
 
 # Unit tests only: no servers.
@@ -49,3 +50,5 @@ clean-stack: stack-down
 # Regenerates the settings table of README.md from engine/settings.py.
 readme-settings: install
 	@$(PY) -c "import re, pathlib; from engine.settings import settings_table; p = pathlib.Path('README.md'); s = p.read_text(); p.write_text(re.sub(r'(<!-- settings:begin -->\n).*?(<!-- settings:end -->)', lambda m: m.group(1) + settings_table() + '\n' + m.group(2), s, flags=re.S))"
+
+include ops/ops.mk

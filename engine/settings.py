@@ -275,6 +275,26 @@ class WorkerSettings(_Group):
     """Capacity of the queue between two stages."""
     drain_grace_s: float = Field(default=120.0, ge=0)
     """On SIGTERM, time allowed to finish in-flight studies before exiting."""
+    fetch_threads: int = Field(default=2, ge=1)
+    """Studies fetched at once (DICOMweb retrievals, folder reads), overlapping I/O with inference."""
+    infer_threads: int = Field(default=1, ge=1)
+    """Studies in inference at once; more than one pays off when Triton runs several model instances."""
+    max_retries: int = Field(default=4, ge=0)
+    """Retries of a transient failure (PACS 5xx or timeout, Triton unavailable) per stage before the study is dead-lettered."""
+    retry_backoff_s: float = Field(default=1.0, gt=0)
+    """First delay before retrying a transient failure; it doubles at every retry."""
+    retry_backoff_max_s: float = Field(default=30.0, gt=0)
+    """Longest delay between two retries of a transient failure."""
+    revoke_grace_s: float = Field(default=30.0, ge=0)
+    """On a rebalance, time to finish in-flight studies of revoked partitions; unfinished ones are re-delivered (keep below max_poll_interval_ms)."""
+    lag_refresh_s: float = Field(default=5.0, gt=0)
+    """Interval between refreshes of the consumer-lag gauges and of the broker check behind /readyz."""
+    stall_after_s: float = Field(default=60.0, gt=0)
+    """/healthz fails when the consumer loop has not turned for this long."""
+    worker_id: str | None = None
+    """Name of this worker in dead-letter records and result headers (default: host name and process id)."""
+    key_images_dir: Path | None = None
+    """Folder that receives a sagittal key image (PNG named by StudyInstanceUID) per ok study; unset: none."""
 
 
 class LoggingSettings(_Group):
