@@ -28,6 +28,11 @@ def _progress() -> Progress:
     )
 
 
+def _previous(out: Path) -> dict:
+    path = out / "training.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train(
@@ -41,6 +46,8 @@ def register(app: typer.Typer) -> None:
         matrix: int = typer.Option(192, min=64, help="Phantom matrix for training (192 ~ 2 mm pixels, fast)."),
         full_studies: int = typer.Option(12, min=0, help="Extra clinical-size (512 matrix) phantoms, ~25 s each."),
         seg_patch: int = typer.Option(80, min=16, help="Segmenter training patch edge (a multiple of 16)."),
+        seg_lr: float = typer.Option(3e-3, min=1e-6, help="Segmenter peak learning rate."),
+        seg_init: Path = typer.Option(None, help="Continue from this exported segmenter (ONNX) instead of random weights."),
         version: str = typer.Option("1", help="Weights version written into the models."),
         out: Path = typer.Option(None, help="Output folder (default: models.dir from the settings)."),
         cache: Path = typer.Option(Path(".cache/vcfscreen-training"), help="Sample cache folder."),
@@ -98,18 +105,21 @@ def register(app: typer.Typer) -> None:
         if what in ("all", "segmenter"):
             if seg_patch % seg_config.grid_multiple:
                 raise typer.BadParameter(f"--seg-patch {seg_patch} must be a multiple of {seg_config.grid_multiple}")
-            cfg = SegTrainConfig(steps=seg_steps, seed=seed, patch=(seg_patch,) * 3)
+            cfg = SegTrainConfig(steps=seg_steps, seed=seed, patch=(seg_patch,) * 3, lr=seg_lr)
             t0 = time.monotonic()
             with _progress() as progress:
                 task = progress.add_task("segmenter", total=cfg.steps, note="")
                 net, losses = train_segmenter(
-                    train_samples, seg_config, cfg, on_step=lambda i, loss: progress.update(task, advance=1, note=f"loss {loss:.3f}")
+                    train_samples, seg_config, cfg, on_step=lambda i, loss: progress.update(task, advance=1, note=f"loss {loss:.3f}"),
+                    init_from=seg_init,
                 )
             seg_s = time.monotonic() - t0
             report = export_segmenter(net, seg_config, out / settings.models.segmentation_file, version=version,
                                       spacing_mm=spacing, hu_window=window, tolerance=1e-3)
             metrics["segmentation (held-out phantoms)"] = segmenter_metrics(net, held_out, seg_config.out_channels)
-            recipe["segmenter"] = {"steps": cfg.steps, "batch": cfg.batch, "patch": list(cfg.patch), "lr": cfg.lr,
+            previous = _previous(out).get("training", {}).get("recipe", {}).get("segmenter") if seg_init else None
+            recipe["segmenter"] = {"continued_from": f"{seg_init.name} ({previous})" if seg_init else "random initialisation",
+                                   "steps": cfg.steps, "batch": cfg.batch, "patch": list(cfg.patch), "lr": cfg.lr,
                                    "loss": "Dice + cross-entropy (MONAI DiceCELoss)", "optimiser": "AdamW, one-cycle",
                                    "final_loss": round(float(np.mean(losses[-50:])), 4), "minutes": round(seg_s / 60, 1)}
             models.append({**describe_model_file(report.path), "name": "vertebra_seg", "parameters": count_parameters(net),
@@ -133,6 +143,11 @@ def register(app: typer.Typer) -> None:
                            "architecture": f"MONAI ResNet-{depth} 3-D, two heads",
                            "config": {"depth": depth, "widths": list(cls_config.widths), "crop_size": cls_config.crop_size}})
 
+        if what != "all":  # keep what the other model's last training recorded
+            before = _previous(out)
+            models = [m for m in before.get("models", []) if m["name"] not in {m2["name"] for m2 in models}] + models
+            metrics = {**{k: v for k, v in before.get("metrics", {}).items() if k not in metrics}, **metrics}
+            recipe = {**before.get("training", {}).get("recipe", {}), **recipe}
         info = {
             "version": version,
             "models": models,

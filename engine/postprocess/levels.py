@@ -34,6 +34,10 @@ BACKGROUND, BODY, DISC, SACRUM, RIB_HEAD = 0, 1, 2, 3, 4
 
 MIN_BODY_MM3 = 1500.0
 """Smaller body components are noise (the smallest thoracic body is ~5000 mm3)."""
+MAX_BODY_HEIGHT_MM = 36.0
+"""Taller body components are two bodies joined across a disc (the tallest body is ~30 mm)."""
+MIN_PART_HEIGHT_MM = 8.0
+"""A split never leaves a part shorter than this."""
 MAX_BODIES = 40
 """More components than any spine has bodies (26) are noise: only the largest are kept."""
 RIB_REACH_MM = 45.0
@@ -100,8 +104,47 @@ def components(mask: np.ndarray, spacing_mm: np.ndarray, min_mm3: float, limit: 
 
 
 def body_components(class_map: np.ndarray, spacing_mm: np.ndarray) -> list[Component]:
-    """The vertebral-body components, large enough to be bodies."""
-    return components(class_map == BODY, spacing_mm, MIN_BODY_MM3, MAX_BODIES)
+    """The vertebral-body components, large enough to be bodies; bodies the segmentation
+    joined across a thin or missed disc are split again (see :func:`split_merged`)."""
+    found = components(class_map == BODY, spacing_mm, MIN_BODY_MM3, MAX_BODIES)
+    out: list[Component] = []
+    for component in found:
+        out += split_merged(component, spacing_mm)
+    return out
+
+
+def split_merged(component: Component, spacing_mm: np.ndarray) -> list[Component]:
+    """Split a component taller than one vertebra at its narrowest cross-section.
+
+    A vertebral body is at most ~30 mm tall; a component much taller is two or more bodies
+    joined where the disc between them was under-segmented. Its cross-sectional area along
+    the cranio-caudal axis (axis0) dips at each such disc: cut at the deepest dip that lies
+    away from the ends and is below half the typical area, and look again at both parts."""
+    heights = component.local_mask.any(axis=(1, 2))
+    extent_mm = heights.sum() * float(spacing_mm[0])
+    if extent_mm <= MAX_BODY_HEIGHT_MM:
+        return [component]
+    area = component.local_mask.sum(axis=(1, 2)).astype(float)
+    smooth = np.convolve(area, np.ones(3) / 3.0, mode="same")
+    rows = np.flatnonzero(heights)
+    lo, hi = rows[0], rows[-1]
+    margin = max(2, int(round(MIN_PART_HEIGHT_MM / float(spacing_mm[0]))))
+    inner = np.arange(lo + margin, hi - margin + 1)
+    if inner.size == 0:
+        return [component]
+    cut = int(inner[np.argmin(smooth[inner])])
+    if smooth[cut] > 0.5 * np.median(area[rows]):
+        return [component]
+    parts = []
+    for part_rows in (slice(None, cut), slice(cut + 1, None)):
+        local = np.zeros_like(component.local_mask)
+        local[part_rows] = component.local_mask[part_rows]
+        if local.sum() * float(np.prod(spacing_mm)) < MIN_BODY_MM3:
+            continue
+        offset = np.array([b.start for b in component.box], dtype=float)
+        part = Component(np.argwhere(local).mean(axis=0) + offset, component.box, local)
+        parts += split_merged(part, spacing_mm)
+    return parts or [component]
 
 
 def rib_bearing_flags(
@@ -135,8 +178,11 @@ def sacrum_top(class_map: np.ndarray, spacing_mm: np.ndarray) -> tuple[Component
     if not found:
         return None, None
     sacrum = found[0]
-    rows = np.flatnonzero(sacrum.local_mask.any(axis=(1, 2)))
-    top_local = int(rows.max())  # axis0 runs to Superior: the top is the largest index
+    # The top is the highest row with a substantial cross-section (axis0 runs to Superior):
+    # thin spurs of sacrum class reaching up along L5 must not move it.
+    area = sacrum.local_mask.sum(axis=(1, 2))
+    rows = np.flatnonzero(area >= 0.3 * area.max())
+    top_local = int(rows.max())
     slab_voxels = max(1, int(round(S1_SLAB_MM / float(spacing_mm[0]))))
     slab = sacrum.local_mask.copy()
     slab[: max(0, top_local - slab_voxels + 1)] = False

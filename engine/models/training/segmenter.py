@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from monai.losses import DiceCELoss
 
 from engine.models.networks import SegmenterConfig, build_segmenter
 from engine.models.training.data import Sample
+from engine.models.training.warmstart import load_onnx_weights
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +76,18 @@ def train_segmenter(
     net_config: SegmenterConfig,
     config: SegTrainConfig,
     on_step: Callable[[int, float], None] | None = None,
+    init_from: Path | None = None,
 ) -> tuple[torch.nn.Module, list[float]]:
-    """Train from scratch; returns the network (eval mode) and the loss of every step."""
+    """Train (from scratch, or on from an exported ONNX file); returns the network (eval
+    mode) and the loss of every step."""
     if not samples:
         raise ValueError("no training samples")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     net = build_segmenter(net_config)
+    if init_from is not None:
+        g = net_config.grid_multiple
+        load_onnx_weights(net, init_from, torch.rand(1, 1, 2 * g, 2 * g, 2 * g))
     net.train()
     optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=config.steps, pct_start=0.1)
