@@ -1,0 +1,79 @@
+"""End to end with the shipped models: phantoms with truth, screened by the real core.
+
+Asserts what a radiologist would check first: the levels are named right and the planted
+grade-3 fractures are found at their level. The phantoms are drawn from seeds far from
+the training seeds (held out).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.evaluate.matching import match_centroids
+from engine.phantom import PhantomConfig, PlantedFracture, generate_study
+from engine.screen import Screener
+from engine.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+CASES = [
+    (910_001, (PlantedFracture(level="L1", morphology="wedge", grade=3),), None),
+    (910_002, (PlantedFracture(level="T12", morphology="crush", grade=3),
+               PlantedFracture(level="T7", morphology="biconcave", grade=3)), None),
+    (910_003, (PlantedFracture(level="L2", morphology="wedge", grade=3),), "13_thoracic"),
+]
+
+
+@pytest.fixture(scope="module")
+def screener():
+    settings = Settings()
+    if not (settings.models.dir / settings.models.segmentation_file).exists():
+        pytest.fail(f"the shipped models are missing from {settings.models.dir}: run `vcfscreen train`")
+    return Screener(settings)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="weights version 1: the segmenter is under-trained (MODEL_CARD.md, limits): upper thoracic "
+    "bodies are missed and level names shift; strict, so this fails loudly once the models pass",
+)
+@pytest.mark.parametrize("seed, fractures, transitional", CASES)
+def test_levels_and_planted_grade3_fractures_are_found(screener, seed, fractures, transitional):
+    config = PhantomConfig.fast(
+        matrix=192, fractures=fractures, transitional=transitional or "none",
+        sclerotic_metastasis_probability=0.0, lytic_metastasis_probability=0.0, metal_probability=0.0,
+    )
+    study = generate_study(seed, config)
+    result = screener.screen_volume(study.volume).result
+    assert result.status == "ok", result.reason
+
+    truth = study.truth["vertebrae"]
+    matching = match_centroids(
+        np.array([v["centroid_lps_mm"] for v in truth]),
+        np.array([v.centroid_lps_mm for v in result.vertebrae]),
+    )
+    named_right = [m for m in matching.pairs if result.vertebrae[m.prediction].level == truth[m.truth]["level"]]
+    assert len(named_right) >= 0.9 * len(truth), (
+        [v["level"] for v in truth], [v.level for v in result.vertebrae]
+    )
+    by_level = {v.level: v for v in result.vertebrae}
+    for fracture in fractures:
+        found = by_level.get(fracture.level)
+        assert found is not None, f"{fracture.level} not found"
+        assert found.genant_grade >= 2, (fracture.level, found)
+    assert result.flag is True
+
+
+def test_shipped_models_find_most_vertebrae_where_they_are(screener):
+    """What version 1 does reliably: bodies found at the right place (VerSe 20 mm criterion)."""
+    study = generate_study(910_010, PhantomConfig.fast(matrix=192))
+    result = screener.screen_volume(study.volume).result
+    assert result.status == "ok", result.reason
+    truth = study.truth["vertebrae"]
+    matching = match_centroids(
+        np.array([v["centroid_lps_mm"] for v in truth]),
+        np.array([v.centroid_lps_mm for v in result.vertebrae]),
+    )
+    assert len(matching.pairs) >= 0.5 * len(truth), (len(matching.pairs), len(truth))
+    assert result.pipeline_version.startswith("vcfscreen ") and "vertebra_seg" in result.pipeline_version
