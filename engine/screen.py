@@ -19,15 +19,23 @@ from pathlib import Path
 
 import numpy as np
 from pydicom import Dataset
-from scipy import ndimage
 
 from engine.dicom import load_study
 from engine.errors import StudyError
 from engine.infer.base import InferenceBackend, softmax
 from engine.logs import study_ref
+
+# cut_crops, body_probability_crop and MASK_MARGIN live in a light module (the Triton
+# pipeline model imports them without DALI / pydicom) and are re-exported from here.
+from engine.postprocess.crops import (  # noqa: F401
+    MASK_MARGIN,
+    body_probability_crop,
+    cut_crops,
+    shifted_affine,
+)
 from engine.postprocess.findings import VertebraInput, findings_from_vertebrae
 from engine.postprocess.fusion import ClassifierOutput
-from engine.postprocess.levels import BODY, SACRUM, LabelledVertebra, LevelResult, label_levels
+from engine.postprocess.levels import BODY, SACRUM, LevelResult, label_levels
 from engine.preprocess import ModelInput, Preprocessor
 from engine.results import ScreeningResult, pipeline_version
 from engine.settings import InferenceBackend as BackendKind
@@ -36,8 +44,6 @@ from engine.volume import Volume, spacing_of
 
 log = logging.getLogger(__name__)
 
-MASK_MARGIN = 4
-"""Voxels of margin around a body's bounding box when it is handed to morphometry."""
 NEUTRAL = ClassifierOutput(0.0, (1.0, 0.0, 0.0, 0.0))
 """Classifier output for levels that are not classified (S1)."""
 
@@ -75,43 +81,6 @@ class Timer:
             yield
         finally:
             self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - start) * 1000.0
-
-
-def cut_crops(tensor: np.ndarray, centres: np.ndarray, size: int) -> np.ndarray:
-    """Cubic crops (N, 1, size, size, size) centred on voxel indices; outside reads as 0 (air)."""
-    crops = np.zeros((len(centres), 1, size, size, size), dtype=np.float32)
-    half = size // 2
-    for n, centre in enumerate(np.rint(centres).astype(int)):
-        lo = centre - half
-        src_lo = np.maximum(lo, 0)
-        src_hi = np.minimum(lo + size, tensor.shape)
-        if np.any(src_hi <= src_lo):
-            continue
-        dst_lo = src_lo - lo
-        dst_hi = dst_lo + (src_hi - src_lo)
-        crops[n, 0, dst_lo[0] : dst_hi[0], dst_lo[1] : dst_hi[1], dst_lo[2] : dst_hi[2]] = tensor[
-            src_lo[0] : src_hi[0], src_lo[1] : src_hi[1], src_lo[2] : src_hi[2]
-        ]
-    return crops
-
-
-def body_probability_crop(
-    vertebra: LabelledVertebra, probability: np.ndarray, affine: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The body's probability map around its component (soft edges measure heights to
-    sub-voxel precision), cut to its bounding box plus a margin, with the crop's affine."""
-    shape = np.array(probability.shape)
-    lo = np.maximum(np.array([b.start for b in vertebra.box]) - MASK_MARGIN, 0)
-    hi = np.minimum(np.array([b.stop for b in vertebra.box]) + MASK_MARGIN, shape)
-    sl = tuple(slice(a, b) for a, b in zip(lo, hi))
-    component = np.zeros(hi - lo, dtype=bool)
-    inner = tuple(slice(b.start - a, b.stop - a) for b, a in zip(vertebra.box, lo))
-    component[inner] = vertebra.local_mask
-    region = ndimage.binary_dilation(component, iterations=1)
-    soft = np.where(region, probability[sl], 0.0).astype(np.float32)
-    shifted = affine.copy()
-    shifted[:3, 3] = affine[:3, :3] @ lo + affine[:3, 3]
-    return soft, shifted
 
 
 class Screener:
@@ -157,6 +126,9 @@ class Screener:
         return self.screen_model_input(volume, model_input, timer)
 
     def screen_model_input(self, volume: Volume, model_input: ModelInput, timer: Timer) -> StudyOutput:
+        screen_tensor = getattr(self.backend, "screen_tensor", None)
+        if callable(screen_tensor):
+            return self._screen_whole_tensor(volume, model_input, timer, screen_tensor)
         with timer.stage("segment"):
             logits = self.backend.segment(model_input.tensor)
         with timer.stage("postprocess"):
@@ -189,3 +161,29 @@ class Screener:
             timings_ms=timer.ms,
         )
         return StudyOutput(result, volume, model_input, class_map, levels)
+
+    def _screen_whole_tensor(self, volume: Volume, model_input: ModelInput, timer: Timer, screen_tensor) -> StudyOutput:
+        """A backend that screens the whole tensor in one request (Triton's ``vcf_pipeline``):
+        segmentation, levels, crops and classification run there, with the same functions as
+        above (engine.serving.pipeline_core); the findings are built here from what it returns."""
+        with timer.stage("infer"):
+            reading = screen_tensor(model_input.tensor, spacing_of(model_input.affine))
+        with timer.stage("postprocess"):
+            inputs = []
+            for k, v in enumerate(reading.levels.vertebrae):
+                soft, lo = reading.soft_masks[k]
+                classifier = (
+                    ClassifierOutput.from_outputs(reading.fracture_probability[k], reading.grade_probabilities[k])
+                    if reading.classified[k] else NEUTRAL
+                )
+                inputs.append(VertebraInput(v.level, soft, shifted_affine(model_input.affine, lo), classifier))
+            findings = findings_from_vertebrae(inputs, self.settings.grading)
+        result = ScreeningResult.from_findings(
+            volume.study_instance_uid,
+            volume.series_instance_uid,
+            findings,
+            pipeline_version=self.pipeline_version,
+            grading=self.settings.grading,
+            timings_ms=timer.ms,
+        )
+        return StudyOutput(result, volume, model_input, reading.class_map, reading.levels)

@@ -31,6 +31,10 @@ import numpy as np
 from scipy import ndimage
 
 BACKGROUND, BODY, DISC, SACRUM, RIB_HEAD = 0, 1, 2, 3, 4
+KNOWN_LEVELS = frozenset(
+    [f"C{i}" for i in range(1, 8)] + [f"T{i}" for i in range(1, 14)] + [f"L{i}" for i in range(1, 7)] + ["S1"]
+)
+"""Every level a spine can have, transitional anatomy included (T13, L6)."""
 
 MIN_BODY_MM3 = 1500.0
 """Smaller body components are noise (the smallest thoracic body is ~5000 mm3)."""
@@ -238,6 +242,12 @@ def label_levels(class_map: np.ndarray, spacing_mm: np.ndarray) -> LevelResult:
     centroids = np.array([b.centroid for b in bodies]) if bodies else np.zeros((0, 3))
     flags = rib_bearing_flags(class_map, centroids, spacing_mm)
     names, anchor = name_levels(len(bodies), flags, s1 is not None)
+    invalid = [name for name in names if name and name not in KNOWN_LEVELS]
+    if invalid:
+        # More rib-bearing (or lumbar) bodies than any spine has: the anchors disagree with
+        # the segmentation; those bodies are left unnamed rather than named impossibly.
+        notes.append(f"{len(invalid)} bodies beyond the known levels ({', '.join(invalid)}) left unnamed")
+        names = ["" if name in invalid else name for name in names]
     if anchor in ("ribs", "ribs+sacrum"):
         notes.append("cervical spine not in view: the last rib-bearing body was taken as T12")
     if anchor == "none":

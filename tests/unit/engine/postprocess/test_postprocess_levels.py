@@ -72,3 +72,11 @@ def test_masks_are_disjoint_bodies():
     total = sum(v.mask.sum() for v in result.vertebrae if v.level != "S1")
     union = np.logical_or.reduce([v.mask for v in result.vertebrae if v.level != "S1"]).sum()
     assert total == union == 18 * 10 * 14 * 12
+
+
+def test_more_rib_bearing_bodies_than_any_spine_are_left_unnamed():
+    result = label_levels(spine(1, 15, 3), SPACING)  # 15 "thoracic" bodies: impossible
+    levels = [v.level for v in result.vertebrae]
+    assert "T14" not in levels and "T15" not in levels
+    assert levels[:2] == ["C7", "T1"] and "T13" in levels
+    assert any("left unnamed" in note for note in result.notes)
