@@ -29,10 +29,13 @@ test: install ops-check
 unit: install
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
+# The whole flow: stack up, DEMO_STUDIES phantom CTs stored in Orthanc, their DICOMweb events
+# screened by a worker, a summary table; the stack stays up. The backend is in-process ONNX
+# Runtime unless VCF_MODELS__BACKEND=triton. DEMO_ARGS passes more options (--seed, --services).
+DEMO_STUDIES ?= 24
+DEMO_ARGS ?=
 demo: install
-	@$(STACK) up
-	@$(STACK) status
-	@echo "the stack stays up: Prometheus http://127.0.0.1:9090, Orthanc http://127.0.0.1:8042, Triton 127.0.0.1:8001; stop it with 'make stack-down'"
+	@$(PY) -m streaming.demo --studies $(DEMO_STUDIES) $(DEMO_ARGS)
 
 stack-up:
 	@$(STACK) up

@@ -70,6 +70,17 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+class _QuietHTTPServer(ThreadingHTTPServer):
+    """A scraper that gave up before the answer (a busy worker) is not worth a traceback on stderr."""
+
+    def handle_error(self, request, client_address) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
+
+
 class HealthServer:
     """/metrics, /healthz (the process is alive) and /readyz (its dependencies are reachable).
 
@@ -110,7 +121,7 @@ class HealthServer:
         self.metrics = metrics
         self.ready = ready
         self.live = live
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server = _QuietHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="health-server", daemon=True)
 

@@ -19,7 +19,7 @@ app = typer.Typer(
 )
 
 # Modules of engine.cli that define ``register(app)``; one command group each.
-_COMMAND_MODULES = ("config_cmd", "train_cmd", "phantom_cmd", "evaluate_cmd", "screen_cmd", "serving_cmd")
+_COMMAND_MODULES = ("config_cmd", "train_cmd", "phantom_cmd", "evaluate_cmd", "screen_cmd", "serving_cmd", "stream_cmd")
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"engine.cli.{_name}").register(app)

@@ -1,0 +1,398 @@
+"""The streaming worker: StudyEvents in, ScreeningResults out, offsets committed only when safe.
+
+One consumer loop (this thread: kafka-python's consumer is not thread-safe) takes records,
+turns each into a Job and hands it to the stage pipeline; the Kafka sink reports back when
+the broker has acknowledged a Job's records, and the loop then marks the record finished
+and commits, per partition, the end of the contiguous run of finished records. Delivery is
+at-least-once: a crash re-delivers everything after the last commit, never less.
+
+- Backpressure: at ``worker.max_in_flight`` Jobs the loop pauses every assigned partition and
+  keeps calling ``poll()`` (which then returns nothing but keeps the group membership alive),
+  and resumes when a Job leaves. Intake never blocks the loop: a Job that does not fit the
+  first stage's queue waits in a local backlog, counted in flight.
+- Rebalances: on revocation the loop waits (``worker.revoke_grace_s``) for the Jobs of the
+  revoked partitions, commits what finished, and abandons the rest (cancelled Jobs skip their
+  remaining stages; their records are re-delivered to the partition's next owner).
+- Shutdown (:meth:`Worker.request_stop`, wired to SIGTERM/SIGINT by ``vcfscreen serve``):
+  intake stops, in-flight Jobs get ``worker.drain_grace_s`` to finish, finished work is
+  committed, the producer is flushed and the consumer closed.
+- A record that cannot be sent after a few attempts stops the worker with an error (exit
+  code 1) without committing past it: a process failure, restarted by its supervisor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import time
+from collections import deque
+
+import requests
+from kafka import ConsumerRebalanceListener
+from kafka.structs import OffsetAndMetadata
+
+from engine.screen import Screener, Timer
+from engine.settings import InferenceBackend, Settings
+from streaming.events import PoisonEventError, parse_event
+from streaming.fetch import Fetcher, check_location
+from streaming.metrics import Metrics
+from streaming.offsets import OffsetTracker
+from streaming.pipeline import Job, Pipeline, RecordRef
+from streaming.sinks import KafkaSink
+from streaming.stages import PostprocessStage, build_stages
+
+log = logging.getLogger(__name__)
+
+SEND_ATTEMPTS = 3
+COMMIT_INTERVAL_S = 0.5
+POLL_TIMEOUT_MS = 200
+
+
+class WorkerFailure(RuntimeError):
+    """The worker cannot go on safely (its output cannot be delivered); the process should exit non-zero."""
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, worker: Worker):
+        self.worker = worker
+
+    def on_partitions_revoked(self, revoked):
+        self.worker.on_revoked(revoked)
+
+    def on_partitions_assigned(self, assigned):
+        self.worker.on_assigned(assigned)
+
+
+class Worker:
+    """Consumer loop + stage pipeline + sink. ``consumer`` and ``producer`` are kafka-python clients
+    (or stand-ins with the same methods, for tests)."""
+
+    def __init__(self, settings: Settings, screener: Screener, consumer, producer,
+                 metrics: Metrics | None = None, fetcher: Fetcher | None = None):
+        self.settings = settings
+        self.consumer = consumer
+        self.producer = producer
+        self.metrics = metrics or Metrics()
+        self.worker_id = settings.worker.worker_id or default_worker_id()
+        self.tracker = OffsetTracker()
+        self.jobs: dict[int, Job] = {}
+        self.backlog: deque[Job] = deque()
+        self._completions: queue.SimpleQueue = queue.SimpleQueue()
+        self._resend: deque[Job] = deque()
+        self.sink = KafkaSink(producer, self.metrics, lambda job, error: self._completions.put((job, error)))
+        stages = build_stages(settings, self.metrics, screener, self.worker_id, fetcher)
+        self._postprocess = next(s for s in stages if isinstance(s, PostprocessStage))
+        self.pipeline = Pipeline(stages, self.metrics, settings.worker.queue_size, finish=self.sink.send)
+        self.stopping = False
+        self.failure: BaseException | None = None
+        self.heartbeat = time.monotonic()
+        self.joined = False
+        self._broker: tuple[bool, str, float] = (False, "not connected to the broker yet", 0.0)
+        self._last_lag = 0.0
+        self._last_commit = 0.0
+        self._triton_cache: tuple[bool, str, float] = (False, "", 0.0)
+        self.polls = 0
+        self.poll_timeout_ms = POLL_TIMEOUT_MS
+        self.pause_count = 0
+        self.resume_count = 0
+        self.completed = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> Worker:
+        self.pipeline.start()
+        self.consumer.subscribe([self.settings.kafka.studies_topic], listener=_Rebalance(self))
+        log.info("worker %s consuming %s as group %s (at most %d studies in flight)", self.worker_id,
+                 self.settings.kafka.studies_topic, self.settings.kafka.group_id, self.settings.worker.max_in_flight)
+        return self
+
+    def request_stop(self) -> None:
+        """Stop intake and drain (safe to call from a signal handler)."""
+        self.stopping = True
+
+    def run(self) -> None:
+        """Serve until :meth:`request_stop`, then drain, commit and close. Raises WorkerFailure."""
+        try:
+            while not self.stopping and self.failure is None:
+                self.step()
+            self.drain()
+        finally:
+            self.close()
+        if self.failure is not None:
+            raise WorkerFailure(f"worker {self.worker_id} stopped: {self.failure}") from self.failure
+
+    def drain(self) -> None:
+        self.stopping = True
+        grace = self.settings.worker.drain_grace_s
+        deadline = time.monotonic() + grace
+        if self.jobs:
+            log.info("draining %d in-flight studies (up to %.0f s)", len(self.jobs), grace)
+        while self.jobs and time.monotonic() < deadline and self.failure is None:
+            self.step()
+        self._commit(force=True)
+        if self.jobs:
+            log.warning("%d studies unfinished after %.0f s: not committed, they will be re-delivered",
+                        len(self.jobs), grace)
+            for job in self.jobs.values():
+                job.cancelled = True
+
+    def close(self) -> None:
+        self.pipeline.stop(timeout=5.0)
+        try:
+            self.producer.flush(timeout=10)
+        except Exception as exc:  # noqa: BLE001 - closing: nothing left to protect
+            log.warning("producer flush at shutdown failed: %s", exc)
+        self.producer.close(timeout=10)
+        self.consumer.close(autocommit=False)
+
+    # ------------------------------------------------------------------ the loop
+
+    def step(self) -> None:
+        """One turn: completions, commits, backpressure, one poll, intake, metrics."""
+        self.heartbeat = time.monotonic()
+        self._drain_completions()
+        self._commit()
+        self._feed_pipeline()
+        self._backpressure()
+        room = self.settings.worker.max_in_flight - len(self.jobs)
+        started = time.monotonic()
+        batches = self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=max(room, 1))
+        self.polls += 1
+        if not batches:
+            # poll() returns at once when every partition is paused or none is assigned: wait
+            # for a completion instead of spinning (the CPU belongs to the stages).
+            self._drain_completions(wait_s=max(0.0, self.poll_timeout_ms / 1000.0 - (time.monotonic() - started)))
+        for tp, records in batches.items():
+            for record in records:
+                self._intake(tp, record)
+        self._feed_pipeline()
+        self._refresh_lag()
+        self._update_gauges()
+
+    def _intake(self, tp, record) -> None:
+        ref = RecordRef(record.topic, record.partition, record.offset, record.key, record.value)
+        try:
+            event = parse_event(record.key, record.value)
+            check_location(event, self.settings.pacs)
+        except PoisonEventError as exc:
+            job = Job(ref, None, timer=Timer(), tp=tp)
+            job.error = exc
+            self.jobs[job.id] = job
+            self.tracker.add(tp, record.offset, job.id)
+            log.warning("record %s[%d]@%d dead-lettered: %s", record.topic, record.partition, record.offset, exc)
+            self._postprocess.process(job)
+            self.sink.send(job)
+            return
+        job = Job(ref, event, timer=Timer(), tp=tp)
+        self.jobs[job.id] = job
+        self.tracker.add(tp, record.offset, job.id)
+        self.backlog.append(job)
+
+    def _feed_pipeline(self) -> None:
+        while self.backlog:
+            job = self.backlog[0]
+            if job.cancelled:
+                self.backlog.popleft()
+                self.jobs.pop(job.id, None)
+                continue
+            try:
+                self.pipeline.submit(job, timeout=0)
+            except queue.Full:
+                return
+            self.backlog.popleft()
+
+    def _drain_completions(self, wait_s: float = 0.0) -> None:
+        while self._resend:
+            self.sink.send(self._resend.popleft())
+        first = True
+        while True:
+            try:
+                job, error = self._completions.get(timeout=wait_s) if first and wait_s else self._completions.get_nowait()
+            except queue.Empty:
+                return
+            first = False
+            if error is not None:
+                self._send_failed(job, error)
+            else:
+                self._finished(job)
+
+    def _send_failed(self, job: Job, error: BaseException) -> None:
+        job.send_attempts += 1
+        if job.send_attempts < SEND_ATTEMPTS:
+            log.warning("%s: output not acknowledged by the broker (%s: %s); sending again",
+                        job.ref, type(error).__name__, error)
+            self._resend.append(job)
+            return
+        self.failure = error
+        log.error("%s: output not acknowledged after %d attempts (%s: %s); stopping without committing it",
+                  job.ref, SEND_ATTEMPTS, type(error).__name__, error)
+
+    def _finished(self, job: Job) -> None:
+        self.jobs.pop(job.id, None)
+        if not job.sent:
+            if job.cancelled:
+                return  # abandoned on revocation or shutdown: re-delivered, nothing was produced
+            # No record was built for this study (a bug in postprocess): it still leaves one.
+            job.outputs = [self._postprocess.letter(job, "internal", f"no output was built ({job.error!r})")]
+            self.jobs[job.id] = job
+            self._resend.append(job)
+            return
+        if not job.cancelled:
+            self.tracker.done(job.tp, job.record.offset, job.id)
+        self.completed += 1
+        m = self.metrics
+        m.studies.labels(outcome=job.outcome or "error").inc()
+        m.study_seconds.observe(time.monotonic() - job.intake)
+        for record in job.outputs:
+            if record.kind == "dead_letter":
+                m.dead_letters.labels(code=record.code or "unknown").inc()
+        result = job.output.result if job.output is not None else None
+        if result is not None and result.status == "ok":
+            for vertebra in result.vertebrae:
+                m.findings.labels(grade=str(vertebra.genant_grade)).inc()
+        log.info("%s: %s in %.1f s", job.ref, job.outcome, time.monotonic() - job.intake)
+
+    def _commit(self, force: bool = False, only=None) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_commit < COMMIT_INTERVAL_S:
+            return
+        offsets = self.tracker.committable()
+        if only is not None:
+            offsets = {tp: o for tp, o in offsets.items() if tp in only}
+        if not offsets:
+            return
+        try:
+            self.consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+        except Exception as exc:  # noqa: BLE001 - a failed commit is retried; the records are re-delivered at worst
+            log.warning("offset commit failed (%s: %s); will retry", type(exc).__name__, exc)
+            return
+        self._last_commit = now
+        self.tracker.mark_committed(offsets)
+
+    def _backpressure(self) -> None:
+        assigned = set(self.consumer.assignment())
+        paused = set(self.consumer.paused())
+        full = self.stopping or len(self.jobs) >= self.settings.worker.max_in_flight
+        if full and assigned - paused:
+            self.consumer.pause(*(assigned - paused))
+            self.pause_count += 1
+        elif not full and paused:
+            self.consumer.resume(*paused)
+            self.resume_count += 1
+
+    # ------------------------------------------------------------------ rebalances
+
+    def on_assigned(self, assigned) -> None:
+        self.joined = True
+        log.info("assigned partitions: %s", _partitions_text(assigned))
+        if assigned and (self.stopping or len(self.jobs) >= self.settings.worker.max_in_flight):
+            self.consumer.pause(*assigned)
+            self.pause_count += 1
+
+    def on_revoked(self, revoked) -> None:
+        revoked = set(revoked)
+        if not revoked:
+            return
+        for job in [j for j in self.backlog if j.tp in revoked]:
+            job.cancelled = True  # not started yet: nothing to wait for
+        self._feed_pipeline()
+        deadline = time.monotonic() + self.settings.worker.revoke_grace_s
+        while self._pending_in(revoked) and time.monotonic() < deadline and self.failure is None:
+            self.heartbeat = time.monotonic()
+            self._drain_completions(wait_s=0.1)
+        self._commit(force=True, only=revoked)
+        abandoned = set(self.tracker.forget(revoked))
+        for job in self.jobs.values():
+            if job.id in abandoned:
+                job.cancelled = True
+        if abandoned:
+            log.warning("partitions %s revoked with %d studies unfinished: abandoned, they will be re-delivered",
+                        _partitions_text(revoked), len(abandoned))
+        for tp in revoked:
+            try:
+                self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+            except KeyError:
+                pass  # no lag was reported for it yet
+        log.info("revoked partitions: %s", _partitions_text(revoked))
+
+    def _pending_in(self, partitions) -> int:
+        return sum(1 for j in self.jobs.values() if not j.cancelled and j.tp in partitions)
+
+    # ------------------------------------------------------------------ observability
+
+    def _refresh_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag < self.settings.worker.lag_refresh_s:
+            return
+        self._last_lag = now
+        try:
+            assigned = list(self.consumer.assignment())
+            if assigned:
+                ends = self.consumer.end_offsets(assigned)
+                for tp in assigned:
+                    try:
+                        position = self.consumer.position(tp, timeout_ms=1000)
+                    except Exception as exc:  # noqa: BLE001 - no position yet (just assigned): next refresh
+                        log.debug("no position for %s[%d] yet: %s", tp.topic, tp.partition, exc)
+                        continue
+                    if position is not None and tp in ends:
+                        self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                            max(0, ends[tp] - position))
+            else:
+                self.consumer.topics()  # a metadata round trip: is the broker there?
+            self._broker = (True, "broker reachable", now)
+        except Exception as exc:  # noqa: BLE001 - reported by /readyz, retried next refresh
+            self._broker = (False, f"broker check failed: {type(exc).__name__}: {exc}", now)
+
+    def _update_gauges(self) -> None:
+        m = self.metrics
+        m.in_flight.set(len(self.jobs))
+        depths = self.pipeline.depths()
+        depths["fetch"] = depths.get("fetch", 0) + len(self.backlog)
+        for stage, depth in depths.items():
+            m.queue_depth.labels(stage=stage).set(depth)
+        m.queue_depth.labels(stage="produce").set(self.sink.outstanding)
+
+    def live(self) -> tuple[bool, str]:
+        idle = time.monotonic() - self.heartbeat
+        if idle > self.settings.worker.stall_after_s:
+            return False, f"consumer loop stalled for {idle:.0f} s"
+        return True, f"alive; {len(self.jobs)} studies in flight"
+
+    def ready(self) -> tuple[bool, str]:
+        if self.stopping:
+            return False, "stopping"
+        if not self.joined:
+            return False, "waiting for a partition assignment"
+        ok, detail, at = self._broker
+        if not ok or time.monotonic() - at > 3 * self.settings.worker.lag_refresh_s + 5:
+            return False, detail if not ok else "broker check is stale"
+        if self.settings.models.backend == InferenceBackend.TRITON:
+            triton_ok, triton_detail = self._triton_ready()
+            if not triton_ok:
+                return False, triton_detail
+        return True, "ready"
+
+    def _triton_ready(self) -> tuple[bool, str]:
+        ok, detail, at = self._triton_cache
+        if time.monotonic() - at < 2.0:
+            return ok, detail
+        url = f"http://{self.settings.triton.http_url}/v2/health/ready"
+        try:
+            status = requests.get(url, timeout=1.0).status_code
+            ok, detail = status == 200, f"Triton at {self.settings.triton.http_url} answered {status}"
+        except requests.RequestException as exc:
+            ok, detail = False, f"Triton at {self.settings.triton.http_url} unreachable ({type(exc).__name__})"
+        self._triton_cache = (ok, detail, time.monotonic())
+        return ok, detail
+
+
+def _partitions_text(partitions) -> str:
+    items = sorted((tp.topic, tp.partition) for tp in partitions)
+    return ", ".join(f"{topic}[{partition}]" for topic, partition in items) or "none"
