@@ -7,10 +7,11 @@ checked against a live Triton by tests/integration/test_ops_dashboard_live.py).
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
 
 from ops.promql import grafana_variable_metric_names, metric_names
 
@@ -64,11 +65,24 @@ _SAMPLE_SUFFIXES = {
 
 def exposition_metric_names(text: str) -> set[str]:
     """Every series name a Prometheus text exposition can carry, including families that have
-    no sample yet (a labelled gauge before its first label value, e.g. consumer lag)."""
+    no sample yet (a labelled gauge before its first label value, e.g. consumer lag).
+
+    Sample names are taken as written, which is what Prometheus stores: Triton's counters
+    carry no ``_total`` suffix, and a parser that normalises counter names would hide that."""
     names: set[str] = set()
-    for family in text_string_to_metric_families(text):
-        names.update(family.name + suffix for suffix in _SAMPLE_SUFFIXES.get(family.type, ("",)))
-        names.update(sample.name for sample in family.samples)
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            parts = line.split()
+            if len(parts) >= 4 and parts[1] == "TYPE":
+                family, kind = parts[2], parts[3]
+                if kind == "counter" and family.endswith("_total"):  # some writers name the family so
+                    family = family[: -len("_total")]
+                names.update(family + suffix for suffix in _SAMPLE_SUFFIXES.get(kind, ("",)))
+            continue
+        names.add(re.split(r"[{\s]", line, maxsplit=1)[0])
     return names
 
 
