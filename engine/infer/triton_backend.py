@@ -76,11 +76,17 @@ def _first_line(exc: BaseException) -> str:
 def _unavailable(exc: InferenceServerException) -> bool:
     """TritonConnection's transient statuses, plus a served model that has gone away: the start-up
     check found every model ready, so NOT_FOUND / "no available versions" later means the server is
-    stopping, restarting or reloading it, not that it never existed."""
+    stopping, restarting or reloading it, not that it never existed. The same holds for
+    vcf_pipeline's inner BLS calls failing with "server not ready" while Triton shuts down."""
     if _is_transient(exc):
         return True
     text = str(exc).lower()
-    return str(exc.status() or "") == "StatusCode.NOT_FOUND" or "no available versions" in text or "stopping" in text
+    return (
+        str(exc.status() or "") == "StatusCode.NOT_FOUND"
+        or "no available versions" in text
+        or "stopping" in text
+        or "server not ready" in text
+    )
 
 
 def _release(regions: list[SystemShmRegion], connection: TritonConnection) -> None:
