@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,7 @@ from engine.preprocess import ModelInput, Preprocessor
 from engine.results import ScreeningResult, pipeline_version
 from engine.settings import InferenceBackend as BackendKind
 from engine.settings import Settings
+from engine.spine_roi import spine_region
 from engine.volume import Volume, spacing_of
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,31 @@ class Screener:
             (model_input,) = self.preprocessor([volume])
         return self.screen_model_input(volume, model_input, timer)
 
+    def spine_input(self, model_input: ModelInput) -> ModelInput:
+        """The model input cut in-plane to the region around the spine (see :mod:`engine.spine_roi`).
+
+        Everything after segmentation (levels, crops, morphometry, key images, evaluation)
+        works on this grid through its own affine, so nothing maps back to the whole grid.
+        """
+        region = spine_region(
+            model_input.tensor, model_input.spacing, self.settings.models.spine_roi_mm,
+            self.settings.preprocess.grid_multiple, self.settings.preprocess.hu_window,
+        )
+        if region.shape == model_input.tensor.shape[1:]:
+            return model_input
+        (y0, x0), (y1, x1) = region.lo, region.hi
+        content = model_input.content_shape
+        return replace(
+            model_input,
+            tensor=np.ascontiguousarray(model_input.tensor[:, y0:y1, x0:x1]),
+            affine=shifted_affine(model_input.affine, np.array([0, y0, x0])),
+            content_shape=(content[0], max(0, min(content[1], y1) - y0), max(0, min(content[2], x1) - x0)),
+            crop_start=(model_input.crop_start[0], model_input.crop_start[1] + y0, model_input.crop_start[2] + x0),
+        )
+
     def screen_model_input(self, volume: Volume, model_input: ModelInput, timer: Timer) -> StudyOutput:
+        with timer.stage("preprocess"):
+            model_input = self.spine_input(model_input)
         screen_tensor = getattr(self.backend, "screen_tensor", None)
         if callable(screen_tensor):
             return self._screen_whole_tensor(volume, model_input, timer, screen_tensor)

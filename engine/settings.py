@@ -124,6 +124,8 @@ class ModelSettings(_Group):
     """Edge in model-grid voxels of the cube cut around each vertebra for the classifier (32 at 2 mm: 64 mm); must equal the classifier's."""
     crop_batch_size: int = Field(default=32, ge=1)
     """Crops per classifier run: bounds the memory of one run, not the result."""
+    spine_roi_mm: float = Field(default=160.0, ge=0)
+    """In-plane margin (mm) kept around the spine path for segmentation: the box is the path's extent plus this edge, so the U-Net skips lungs, bowel and body wall (0: segment the whole grid)."""
     cpu_memory_arena: bool = False
     """Keep ONNX Runtime's CPU memory arena: it then holds the peak of the largest study seen (~2.7 GB instead of ~1.3 GB at 400x176x176)."""
 
