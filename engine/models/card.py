@@ -57,6 +57,11 @@ STANDING_LIMITS = (
         "Known confounders of fracture screening (sclerotic metastases, scoliosis, surgical "
         "hardware, Schmorl nodes) may cause false positives."
     ),
+    (
+        "The segmenter was trained on 96-voxel patches centred on the spine; screening runs it on "
+        "the region around the spine found from bone density (`models.spine_roi_mm`). Run over "
+        "the whole field of view (0) it finds spurious structures and is slower."
+    ),
 )
 
 
