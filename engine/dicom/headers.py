@@ -8,6 +8,9 @@ decoded from the dataset itself.
 
 Reading is defensive: a value that pydicom cannot parse does not raise here; it is recorded
 in ``InstanceHeader.problems`` so that selection can say, in words, why a series is unfit.
+Most files are read by a byte-level walk (:mod:`engine.dicom.fastheader`) that gives the
+same header without ``dcmread``; it leaves anything unusual, and every malformed value, to
+the pydicom path.
 Patient-identifying attributes are never read.
 """
 
@@ -18,12 +21,14 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pydicom
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.uid import MediaStorageDirectoryStorage
 
+from engine.dicom import fastheader
 from engine.dicom.multiframe import enhanced_frames, is_enhanced
 from engine.dicom.values import (
     FrameHeader,
@@ -136,6 +141,41 @@ def _first_text(values: tuple[str, ...] | None) -> str | None:
     return values[0] if values else None
 
 
+class _Values(Protocol):
+    """How the header fields are read: from a pydicom dataset, or by the fast reader.
+
+    Both readers share :func:`_header_fields` and :func:`_classic_frame`, so a field is
+    mapped from its attribute in one place only."""
+
+    def text(self, keyword: str) -> tuple[str, ...] | None: ...
+
+    def integer(self, keyword: str) -> int | None: ...
+
+    def number(self, keyword: str) -> float | None: ...
+
+    def numbers(self, keyword: str, count: int) -> tuple[float, ...] | None: ...
+
+
+class _DatasetValues:
+    """Values of a pydicom dataset through ``engine.dicom.values``, which records each
+    malformed value in ``problems`` instead of raising."""
+
+    def __init__(self, ds: Dataset, problems: HeaderProblems) -> None:
+        self._ds, self._problems = ds, problems
+
+    def text(self, keyword: str) -> tuple[str, ...] | None:
+        return read_text(self._ds, keyword, self._problems)
+
+    def integer(self, keyword: str) -> int | None:
+        return read_int(self._ds, keyword, self._problems)
+
+    def number(self, keyword: str) -> float | None:
+        return read_float(self._ds, keyword, self._problems)
+
+    def numbers(self, keyword: str, count: int) -> tuple[float, ...] | None:
+        return read_floats(self._ds, keyword, count, self._problems)
+
+
 def header_from_dataset(ds: Dataset, source: Path | Dataset, name: str) -> InstanceHeader:
     """Build an :class:`InstanceHeader` from a parsed dataset (headers at least)."""
     problems = HeaderProblems()
@@ -143,35 +183,8 @@ def header_from_dataset(ds: Dataset, source: Path | Dataset, name: str) -> Insta
     transfer_syntax = None
     if file_meta is not None:
         transfer_syntax = _first_text(read_text(file_meta, "TransferSyntaxUID", problems))
-    image_type = read_text(ds, "ImageType", problems) or ()
-    header = InstanceHeader(
-        source=source,
-        name=name,
-        study_instance_uid=_first_text(read_text(ds, "StudyInstanceUID", problems)),
-        series_instance_uid=_first_text(read_text(ds, "SeriesInstanceUID", problems)),
-        sop_instance_uid=_first_text(read_text(ds, "SOPInstanceUID", problems)),
-        sop_class_uid=_first_text(read_text(ds, "SOPClassUID", problems)),
-        transfer_syntax_uid=transfer_syntax,
-        series_number=read_int(ds, "SeriesNumber", problems),
-        instance_number=read_int(ds, "InstanceNumber", problems),
-        modality=_first_text(read_text(ds, "Modality", problems)),
-        image_type=tuple(value.strip().upper() for value in image_type),
-        manufacturer=_first_text(read_text(ds, "Manufacturer", problems)),
-        patient_position=_first_text(read_text(ds, "PatientPosition", problems)),
-        kernel=_joined(read_text(ds, "ConvolutionKernel", problems)),
-        kvp=read_float(ds, "KVP", problems),
-        gantry_tilt_deg=read_float(ds, "GantryDetectorTilt", problems),
-        spacing_between_slices=read_float(ds, "SpacingBetweenSlices", problems),
-        rows=read_int(ds, "Rows", problems),
-        columns=read_int(ds, "Columns", problems),
-        samples_per_pixel=read_int(ds, "SamplesPerPixel", problems),
-        bits_allocated=read_int(ds, "BitsAllocated", problems),
-        bits_stored=read_int(ds, "BitsStored", problems),
-        pixel_representation=read_int(ds, "PixelRepresentation", problems),
-        number_of_frames=read_int(ds, "NumberOfFrames", problems) or 1,
-        padding_value=read_int(ds, "PixelPaddingValue", problems),
-        padding_range_limit=read_int(ds, "PixelPaddingRangeLimit", problems),
-    )
+    values = _DatasetValues(ds, problems)
+    header = _header_fields(values, source, name, transfer_syntax)
     if is_enhanced(ds):
         header.enhanced = True
         frames, extra = enhanced_frames(ds, header.number_of_frames, problems)
@@ -184,25 +197,61 @@ def header_from_dataset(ds: Dataset, source: Path | Dataset, name: str) -> Insta
                 f"{header.number_of_frames} frames without per-frame positions "
                 "(a multi-frame image that is not an enhanced CT)"
             )
-        header.frames = (_classic_frame(ds, problems),)
+        header.frames = (_classic_frame(values),)
     header.problems = problems.critical()
     header.notes = problems.minor()
     return header
+
+
+def _header_fields(
+    values: _Values, source: Path | Dataset, name: str, transfer_syntax: str | None
+) -> InstanceHeader:
+    """The top-level fields of a header (no frames), read in a fixed order so that
+    problems are listed in the same order every time."""
+    image_type = values.text("ImageType") or ()
+    return InstanceHeader(
+        source=source,
+        name=name,
+        study_instance_uid=_first_text(values.text("StudyInstanceUID")),
+        series_instance_uid=_first_text(values.text("SeriesInstanceUID")),
+        sop_instance_uid=_first_text(values.text("SOPInstanceUID")),
+        sop_class_uid=_first_text(values.text("SOPClassUID")),
+        transfer_syntax_uid=transfer_syntax,
+        series_number=values.integer("SeriesNumber"),
+        instance_number=values.integer("InstanceNumber"),
+        modality=_first_text(values.text("Modality")),
+        image_type=tuple(value.strip().upper() for value in image_type),
+        manufacturer=_first_text(values.text("Manufacturer")),
+        patient_position=_first_text(values.text("PatientPosition")),
+        kernel=_joined(values.text("ConvolutionKernel")),
+        kvp=values.number("KVP"),
+        gantry_tilt_deg=values.number("GantryDetectorTilt"),
+        spacing_between_slices=values.number("SpacingBetweenSlices"),
+        rows=values.integer("Rows"),
+        columns=values.integer("Columns"),
+        samples_per_pixel=values.integer("SamplesPerPixel"),
+        bits_allocated=values.integer("BitsAllocated"),
+        bits_stored=values.integer("BitsStored"),
+        pixel_representation=values.integer("PixelRepresentation"),
+        number_of_frames=values.integer("NumberOfFrames") or 1,
+        padding_value=values.integer("PixelPaddingValue"),
+        padding_range_limit=values.integer("PixelPaddingRangeLimit"),
+    )
 
 
 def _joined(values: tuple[str, ...] | None) -> str | None:
     return "\\".join(values) if values else None
 
 
-def _classic_frame(ds: Dataset, problems: HeaderProblems) -> FrameHeader:
+def _classic_frame(values: _Values) -> FrameHeader:
     """The geometry and rescale of a single-frame image (CT Image Storage and the like)."""
     return FrameHeader(
-        position=read_floats(ds, "ImagePositionPatient", 3, problems),
-        orientation=read_floats(ds, "ImageOrientationPatient", 6, problems),
-        pixel_spacing=read_floats(ds, "PixelSpacing", 2, problems),
-        thickness=read_float(ds, "SliceThickness", problems),
-        slope=read_float(ds, "RescaleSlope", problems),
-        intercept=read_float(ds, "RescaleIntercept", problems),
+        position=values.numbers("ImagePositionPatient", 3),
+        orientation=values.numbers("ImageOrientationPatient", 6),
+        pixel_spacing=values.numbers("PixelSpacing", 2),
+        thickness=values.number("SliceThickness"),
+        slope=values.number("RescaleSlope"),
+        intercept=values.number("RescaleIntercept"),
         frame_index=None,
     )
 
@@ -221,10 +270,20 @@ def read_header(path: Path | str) -> InstanceHeader | None:
     """The header of one file, or None when the file is not a DICOM image instance.
 
     A file without the Part 10 marker, and a DICOMDIR, return None (skipped). A DICOM file
-    that pydicom cannot parse returns a header whose ``error`` says why.
+    that pydicom cannot parse returns a header whose ``error`` says why. The common file is
+    read by :func:`read_header_fast`; any other by :func:`read_header_with_pydicom`.
     """
     path = Path(path)
-    if path.name.upper() in _DICOMDIR_NAMES or not _looks_like_part10(path):
+    if path.name.upper() in _DICOMDIR_NAMES:
+        return None
+    header = read_header_fast(path)
+    return header if header is not None else read_header_with_pydicom(path)
+
+
+def read_header_with_pydicom(path: Path) -> InstanceHeader | None:
+    """:func:`read_header` through ``pydicom.dcmread``: any file, and the reference that
+    the fast reader is tested against."""
+    if not _looks_like_part10(path):
         return None
     try:
         with path.open("rb") as handle:
@@ -239,6 +298,27 @@ def read_header(path: Path | str) -> InstanceHeader | None:
         return header
     except Exception as exc:  # noqa: BLE001 - any parse failure of foreign bytes is data
         return InstanceHeader(source=path, name=path.name, error=describe_exception(exc))
+
+
+def read_header_fast(path: Path) -> InstanceHeader | None:
+    """The header read by :mod:`engine.dicom.fastheader`, or None when it declines.
+
+    That reader takes the common file (a single-frame image in native little endian, clean
+    values) several times faster than ``dcmread`` and gives the same header; everything
+    else, including every file whose header would carry a problem, is left to
+    :func:`read_header_with_pydicom`. An unexpected error in the fast reader is logged and
+    also falls back, so a bug there costs time, never a file."""
+    try:
+        values = fastheader.scan(path, HEADER_KEYWORDS)
+        header = _header_fields(values, path, path.name, values.transfer_syntax_uid)
+        header.frames = (_classic_frame(values),) if header.is_image else ()
+    except fastheader.Declined:
+        return None
+    except Exception as exc:  # noqa: BLE001 - a fast-path bug must not lose the file
+        log.warning("fast header reader failed on %s (%s)", path.name, describe_exception(exc))
+        return None
+    header.pixel_offset, header.pixel_length = values.pixel_offset, values.pixel_length
+    return header
 
 
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
