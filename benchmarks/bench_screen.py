@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_decode_preprocess import RESULTS, generate, peak_rss_mb, study_dirs  # noqa: E402
+from bench_decode_preprocess import RESULTS, generate, peak_rss_mb, study_dirs
 
 GIB = 1024.0
 
@@ -71,7 +71,7 @@ def main() -> None:
         print(f"screening {n} studies: {name}", flush=True)
         out = subprocess.run(
             [sys.executable, __file__, "--child-roi", str(roi), "--data", str(args.data)],
-            capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True, text=True, check=False, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
         if out.returncode != 0:
             sys.exit(f"the {name} run failed:\n{out.stderr[-3000:]}")

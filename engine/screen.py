@@ -1,7 +1,8 @@
 """Screening one study, end to end, in-process: the core the CLI, the worker and the benchmarks call.
 
-load (select series, decode to HU) -> preprocess (DALI) -> segment -> label levels -> cut
-crops -> classify -> measure, grade, fuse -> :class:`ScreeningResult`.
+load (select series, decode to HU) -> preprocess (DALI) -> cut to the region around the spine
+-> segment -> label levels -> cut crops -> classify (:func:`engine.serving.pipeline_core.read_spine`,
+the same function Triton's pipeline model runs) -> measure, grade, fuse -> :class:`ScreeningResult`.
 
 The :class:`Screener` builds its expensive parts once (DALI pipeline, inference backend) and
 is reused for every study. A study that fails never raises out of :meth:`Screener.screen`:
@@ -22,7 +23,7 @@ from pydicom import Dataset
 
 from engine.dicom import load_study
 from engine.errors import StudyError
-from engine.infer.base import InferenceBackend, softmax
+from engine.infer.base import InferenceBackend
 from engine.logs import study_ref
 
 # cut_crops, body_probability_crop and MASK_MARGIN live in a light module (the Triton
@@ -35,9 +36,10 @@ from engine.postprocess.crops import (  # noqa: F401
 )
 from engine.postprocess.findings import VertebraInput, findings_from_vertebrae
 from engine.postprocess.fusion import ClassifierOutput
-from engine.postprocess.levels import BODY, SACRUM, LevelResult, label_levels
+from engine.postprocess.levels import LevelResult
 from engine.preprocess import ModelInput, Preprocessor
 from engine.results import ScreeningResult, pipeline_version
+from engine.serving.pipeline_core import SpineReading, read_spine
 from engine.settings import InferenceBackend as BackendKind
 from engine.settings import Settings
 from engine.spine_roi import spine_region
@@ -151,48 +153,14 @@ class Screener:
     def screen_model_input(self, volume: Volume, model_input: ModelInput, timer: Timer) -> StudyOutput:
         with timer.stage("preprocess"):
             model_input = self.spine_input(model_input)
+        spacing = spacing_of(model_input.affine)
         screen_tensor = getattr(self.backend, "screen_tensor", None)
         if callable(screen_tensor):
-            return self._screen_whole_tensor(volume, model_input, timer, screen_tensor)
-        with timer.stage("segment"):
-            logits = self.backend.segment(model_input.tensor)
-        with timer.stage("postprocess"):
-            probabilities = softmax(logits, axis=0)
-            class_map = probabilities.argmax(axis=0).astype(np.uint8)
-            spacing = spacing_of(model_input.affine)
-            levels = label_levels(class_map, spacing)
-            graded = [v for v in levels.vertebrae if v.level != "S1"]
-        with timer.stage("classify"):
-            if graded:
-                centres = np.array([v.centroid_index for v in graded])
-                crops = cut_crops(model_input.tensor, centres, self.backend.crop_size)
-                fracture, grades = self.backend.classify(crops)
-            else:
-                fracture, grades = np.zeros(0), np.zeros((0, 4))
-        with timer.stage("postprocess"):
-            outputs = {v.level: ClassifierOutput.from_outputs(p, g) for v, p, g in zip(graded, fracture, grades)}
-            inputs = []
-            for v in levels.vertebrae:
-                channel = SACRUM if v.level == "S1" else BODY
-                mask, affine = body_probability_crop(v, probabilities[channel], model_input.affine)
-                inputs.append(VertebraInput(v.level, mask, affine, outputs.get(v.level, NEUTRAL)))
-            findings = findings_from_vertebrae(inputs, self.settings.grading)
-        result = ScreeningResult.from_findings(
-            volume.study_instance_uid,
-            volume.series_instance_uid,
-            findings,
-            pipeline_version=self.pipeline_version,
-            grading=self.settings.grading,
-            timings_ms=timer.ms,
-        )
-        return StudyOutput(result, volume, model_input, class_map, levels)
-
-    def _screen_whole_tensor(self, volume: Volume, model_input: ModelInput, timer: Timer, screen_tensor) -> StudyOutput:
-        """A backend that screens the whole tensor in one request (Triton's ``vcf_pipeline``):
-        segmentation, levels, crops and classification run there, with the same functions as
-        above (engine.serving.pipeline_core); the findings are built here from what it returns."""
-        with timer.stage("infer"):
-            reading = screen_tensor(model_input.tensor, spacing_of(model_input.affine))
+            # One request for the whole reading (Triton's vcf_pipeline runs read_spine server-side).
+            with timer.stage("infer"):
+                reading = screen_tensor(model_input.tensor, spacing)
+        else:
+            reading = self._read_spine(model_input.tensor, spacing, timer)
         with timer.stage("postprocess"):
             inputs = []
             for k, v in enumerate(reading.levels.vertebrae):
@@ -203,6 +171,27 @@ class Screener:
                 )
                 inputs.append(VertebraInput(v.level, soft, shifted_affine(model_input.affine, lo), classifier))
             findings = findings_from_vertebrae(inputs, self.settings.grading)
+        return self._output(volume, model_input, findings, timer, reading.class_map, reading.levels)
+
+    def _read_spine(self, tensor: np.ndarray, spacing: np.ndarray, timer: Timer) -> SpineReading:
+        """:func:`read_spine` with this process's backend; model time is timed as ``segment`` and
+        ``classify``, the rest (levels, crops, soft masks) as ``postprocess``."""
+        def segment(volume: np.ndarray) -> np.ndarray:
+            with timer.stage("segment"):
+                return self.backend.segment(volume)
+
+        def classify(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            with timer.stage("classify"):
+                return self.backend.classify(crops)
+
+        models_before = timer.ms.get("segment", 0.0) + timer.ms.get("classify", 0.0)
+        start = time.perf_counter()
+        reading = read_spine(tensor, spacing, segment, classify, self.backend.crop_size)
+        models = timer.ms.get("segment", 0.0) + timer.ms.get("classify", 0.0) - models_before
+        timer.ms["postprocess"] = timer.ms.get("postprocess", 0.0) + (time.perf_counter() - start) * 1000.0 - models
+        return reading
+
+    def _output(self, volume: Volume, model_input: ModelInput, findings, timer: Timer, class_map, levels) -> StudyOutput:
         result = ScreeningResult.from_findings(
             volume.study_instance_uid,
             volume.series_instance_uid,
@@ -211,4 +200,4 @@ class Screener:
             grading=self.settings.grading,
             timings_ms=timer.ms,
         )
-        return StudyOutput(result, volume, model_input, reading.class_map, reading.levels)
+        return StudyOutput(result, volume, model_input, class_map, levels)

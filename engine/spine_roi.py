@@ -61,8 +61,8 @@ def hu_to_unit(hu: float, window: tuple[float, float]) -> float:
 def spine_path(tensor: np.ndarray, spacing_mm: np.ndarray, bone_level: float) -> np.ndarray:
     """(n, 3) rows of slab centre z and the spine centre (y, x), in voxels, one per slab with bone."""
     spacing = np.asarray(spacing_mm, float)
-    slab = max(1, int(round(SLAB_MM / spacing[0])))
-    size = (max(1, int(round(SMOOTH_MM / spacing[1]))), max(1, int(round(SMOOTH_MM / spacing[2]))))
+    slab = max(1, int(np.rint(SLAB_MM / spacing[0])))
+    size = (max(1, int(np.rint(SMOOTH_MM / spacing[1]))), max(1, int(np.rint(SMOOTH_MM / spacing[2]))))
     densities, centres = [], []
     for z0 in range(0, tensor.shape[0], slab):
         counts = np.count_nonzero(tensor[z0 : z0 + slab] > bone_level, axis=0).astype(np.float32)
@@ -73,7 +73,7 @@ def spine_path(tensor: np.ndarray, spacing_mm: np.ndarray, bone_level: float) ->
     stack = np.stack(densities)
     # The midline: the left-right position where bone is densest over the whole study.
     midline = int(np.argmax(stack.sum(axis=(0, 1))))
-    reach = int(round(MAX_LATERAL_MM / spacing[2]))
+    reach = int(np.rint(MAX_LATERAL_MM / spacing[2]))
     outside = np.ones(stack.shape[2], dtype=bool)
     outside[max(0, midline - reach) : midline + reach + 1] = False
     stack[:, :, outside] = 0.0

@@ -61,6 +61,20 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     return e / np.sum(e, axis=axis, keepdims=True)
 
 
+def channel_probability(logits: np.ndarray, channel: int) -> np.ndarray:
+    """The softmax probability of one channel of (C, ...) logits, without the other C-1 maps:
+    1 / sum_k exp(l_k - l_channel), accumulated one channel at a time (float32, no overflow:
+    a term that overflows to inf gives probability 0, which is its limit)."""
+    x = np.asarray(logits, dtype=np.float32)
+    reference = x[channel]
+    total = np.ones_like(reference)
+    with np.errstate(over="ignore"):
+        for k in range(x.shape[0]):
+            if k != channel:
+                total += np.exp(x[k] - reference)
+    return (1.0 / total).astype(np.float32)
+
+
 def label_map(seg_logits: np.ndarray) -> np.ndarray:
     """Class index per voxel (D, H, W) uint8 from logits (C, D, H, W): the argmax over channels."""
     if seg_logits.ndim != 4:

@@ -1,11 +1,11 @@
 """The ``vcf_pipeline`` computation, and its results as Triton tensors and back.
 
 Server side (the Python-backend BLS model): :func:`read_spine` runs the same steps, with the
-same functions, as the in-process screening core (:meth:`engine.screen.Screener.screen_model_input`):
-softmax and argmax of the segmentation logits, :func:`~engine.postprocess.levels.label_levels`,
+same function, as the in-process screening core (:meth:`engine.screen.Screener.screen_model_input`):
+argmax of the segmentation logits, :func:`~engine.postprocess.levels.label_levels`,
 :func:`~engine.postprocess.crops.cut_crops` around every classified vertebra, one classifier
-batch per study, and :func:`~engine.postprocess.crops.soft_body_crop` of each body's
-probability. :func:`encode` turns that :class:`SpineReading` into the pipeline's output tensors.
+run per ``max_batch`` crops, and :func:`~engine.postprocess.crops.soft_body_crop` of each body's
+probability (softmax of its channel only). :func:`encode` turns that :class:`SpineReading` into the pipeline's output tensors.
 
 Client side: :func:`decode` rebuilds the identical :class:`SpineReading` from those tensors, so
 findings are built from the very numbers the in-process path would have used. Only what the
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.infer.base import sigmoid, softmax
+from engine.infer.base import channel_probability, sigmoid, softmax
 from engine.models.contract import GRADE_CLASSES
 from engine.postprocess.crops import (
     cut_crops,
@@ -39,6 +39,8 @@ Segment = Callable[[np.ndarray], np.ndarray]
 """Volume (D, H, W) float32 -> segmentation logits (C, D, H, W) float32."""
 Classify = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 """Crops (N, 1, c, c, c) -> (fracture logit (N, 1), grade logits (N, G))."""
+ClassifyProbabilities = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""Crops (N, 1, c, c, c) -> (fracture probability (N,), grade probabilities (N, G))."""
 
 
 class PipelineProtocolError(ValueError):
@@ -67,36 +69,48 @@ def classifier_probabilities(fracture_logit: np.ndarray, grade_logits: np.ndarra
     return sigmoid(fracture_logit[:, 0]), softmax(grade_logits, axis=1)
 
 
+def batched_probabilities(classify: Classify, crops: np.ndarray, max_batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """``classify`` (logits) run on ``crops`` in runs of at most ``max_batch``, as probabilities."""
+    parts = [classify(crops[start : start + max_batch]) for start in range(0, len(crops), max_batch)]
+    return classifier_probabilities(
+        np.concatenate([part[0] for part in parts]), np.concatenate([part[1] for part in parts])
+    )
+
+
 def read_spine(
     volume: np.ndarray,
     spacing_mm: np.ndarray,
     segment: Segment,
-    classify: Classify,
+    classify: ClassifyProbabilities,
     crop_size: int,
-    max_batch: int,
 ) -> SpineReading:
-    """Segment, label, cut and classify one volume (D, H, W) float32 at ``spacing_mm``."""
+    """Segment, label, cut and classify one volume (D, H, W) float32 at ``spacing_mm``.
+
+    The in-process core passes its backend's ``segment`` and ``classify`` (which returns
+    probabilities); the Triton pipeline model passes its BLS calls, the classifier's through
+    :func:`batched_probabilities`."""
     logits = segment(volume)
-    probabilities = softmax(logits, axis=0)
-    class_map = probabilities.argmax(axis=0).astype(np.uint8)
+    class_map = logits.argmax(axis=0).astype(np.uint8)
     levels = label_levels(class_map, np.asarray(spacing_mm, dtype=float))
     n = len(levels.vertebrae)
     classified = np.array([is_classified(v.level) for v in levels.vertebrae], dtype=bool).reshape(n)
     fracture = np.zeros(n, dtype=np.float32)
     grades = np.zeros((n, len(GRADE_CLASSES)), dtype=np.float32)
-    grades[~classified, 0] = 1.0  # what the in-process core assumes for S1 (engine.screen.NEUTRAL)
+    grades[~classified, 0] = 1.0  # grade 0 certain for the levels never classified (S1)
     if classified.any():
         centres = np.array([v.centroid_index for v in levels.vertebrae if is_classified(v.level)])
-        crops = cut_crops(volume, centres, crop_size)
-        parts = [classify(crops[start : start + max_batch]) for start in range(0, len(crops), max_batch)]
-        p, g = classifier_probabilities(
-            np.concatenate([part[0] for part in parts]), np.concatenate([part[1] for part in parts])
-        )
+        p, g = classify(cut_crops(volume, centres, crop_size))
         if g.shape[1] != grades.shape[1]:
             raise PipelineProtocolError(f"the classifier returned {g.shape[1]} grades, expected {grades.shape[1]}")
         fracture[classified] = p
         grades[classified] = g
-    soft = [soft_body_crop(v, probabilities[probability_channel(v.level)]) for v in levels.vertebrae]
+    probabilities: dict[int, np.ndarray] = {}  # only the channels that outline a vertebra, once each
+    soft = []
+    for v in levels.vertebrae:
+        channel = probability_channel(v.level)
+        if channel not in probabilities:
+            probabilities[channel] = channel_probability(logits, channel)
+        soft.append(soft_body_crop(v, probabilities[channel]))
     return SpineReading(class_map, levels, soft, classified, fracture, grades)
 
 

@@ -28,7 +28,7 @@ from engine.models.contract import (
     file_sha256,
 )
 from engine.serving import spec as s
-from engine.serving.pipeline_core import encode, read_spine
+from engine.serving.pipeline_core import batched_probabilities, encode, read_spine
 
 
 def _pb():
@@ -216,7 +216,10 @@ class PipelineModel:
                 volume = pb.get_input_tensor_by_name(request, s.PIPE_VOLUME).as_numpy()
                 spacing = pb.get_input_tensor_by_name(request, s.PIPE_SPACING).as_numpy().astype(float).ravel()
                 self._check(volume, spacing)
-                reading = read_spine(volume, spacing, self._segment, self._classify, self.crop_size, self.max_batch)
+                reading = read_spine(
+                    volume, spacing, self._segment,
+                    lambda crops: batched_probabilities(self._classify, crops, self.max_batch), self.crop_size,
+                )
                 tensors = [pb.Tensor(name, value) for name, value in encode(reading).items()]
                 responses.append(pb.InferenceResponse(output_tensors=tensors))
             except RequestFailed as exc:

@@ -16,7 +16,7 @@ SOFT = hu_to_unit(40.0, WINDOW)
 
 def trunk(shape=(160, 192, 192)) -> np.ndarray:
     """Soft tissue in an ellipse, as the model input sees it (values in [0, 1])."""
-    z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    _, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
     body = ((y - shape[1] / 2) / (shape[1] * 0.42)) ** 2 + ((x - shape[2] / 2) / (shape[2] * 0.46)) ** 2 <= 1
     return np.where(body, SOFT, 0.0).astype(np.float32) * np.ones((shape[0], 1, 1), np.float32)
 
@@ -45,7 +45,7 @@ def test_a_straight_spine_gives_a_box_around_it_on_the_grid():
 
 def test_a_scoliotic_spine_widens_the_box_to_its_whole_path():
     tensor = trunk()
-    shift = lambda z: 96 + 25 * np.sin(np.pi * z / 160)  # noqa: E731 - apex 50 mm to the left
+    shift = lambda z: 96 + 25 * np.sin(np.pi * z / 160)  # apex 50 mm to the left
     add_column(tensor, lambda z: (120, shift(z)))
     region = spine_region(tensor, SPACING, roi_mm=160.0, grid_multiple=16, hu_window=WINDOW)
     (_, x0), (_, x1) = region.lo, region.hi
