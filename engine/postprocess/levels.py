@@ -2,22 +2,43 @@
 
 Input: a class map on the canonical model grid (axis0 to Superior, axis1 to Posterior,
 axis2 to Left; classes of :data:`engine.models.contract.SEG_CLASSES`: background, vertebral
-body, intervertebral disc, sacrum, rib head). Output: one :class:`LabelledVertebra` per
-vertebral body, named C1..C7, T1..T13, L1..L6 or S1.
+body, intervertebral disc, sacrum, rib head), optionally with the body probability. Output:
+one :class:`LabelledVertebra` per vertebral body, named C1..C7, T1..T13, L1..L6 or S1.
+
+How bodies are found, and why: the segmentation's body components are not vertebrae. Where a
+disc is under-segmented, neighbouring bodies join into one component (a run of upper thoracic
+bodies often becomes a single 150 mm component); where a body is weakly segmented it breaks
+into fragments or vanishes; and every such error shifts the count of all levels below it.
+So the bodies are found along the **spine column** instead:
+
+1. a centre line is fitted through the body and sacrum voxels (robust to off-spine specks:
+   running medians per axial row), and a tube around it keeps only the column;
+2. every column voxel gets an arc-length coordinate ``s`` along the centre line (projection
+   on the local tangent, so tilted lumbosacral discs are cut along their own plane);
+3. the column's profile along ``s`` (body cross-section, minus disc) dips at each disc; the
+   local vertebral pitch is measured from the clear dips;
+4. dynamic programming cuts the column into vertebrae: cuts in dips, segment lengths close
+   to the local pitch. Two touching bodies are cut apart at their shallow dip (or at the
+   expected height when there is none), and a body the segmentation missed becomes a
+   segment of about one pitch with little body inside: it is **counted** (so the levels
+   below it stay right) but not reported, as there is nothing to measure.
 
 How levels are named, and why: the network finds bodies but does not name them (per-level
 classes fail by whole-level shifts). Names come from counting between two independent
 anchors that a TAP CT nearly always holds:
 
-* the **ribs**: a body with a rib head beside it is thoracic. If a rib-free body lies above
-  the first rib-bearing one (the cervical spine is in the field of view), the first
-  rib-bearing body is T1 and thoracic levels are counted down from it, so 11 or 13 rib pairs
-  give T11 or T13 as the last thoracic. Otherwise the last rib-bearing body is T12 and levels
-  are counted up from it (with 13 rib pairs and the cervical spine out of view this is off by
-  one; no image-only method can tell, and the result's notes say which anchor was used).
+* the **ribs**: a body with rib heads beside it is thoracic. The rib-bearing bodies must form
+  one block clearly apart from the rib-free ones (a few rib-head voxels beside a lumbar body,
+  e.g. on a transverse process, must not make it thoracic); otherwise the ribs are not used.
+  If a rib-free body lies above the first rib-bearing one (the cervical spine is in the
+  field of view), the first rib-bearing body is T1 and thoracic levels are counted down from
+  it, so 11 or 13 rib pairs give T11 or T13 as the last thoracic. Otherwise the last
+  rib-bearing body is T12 and levels are counted up from it (with 13 rib pairs and the
+  cervical spine out of view this is off by one; no image-only method can tell, and the
+  result's notes say which anchor was used).
 * the **sacrum**: the rib-free bodies between the last rib-bearing body and the sacrum are
-  lumbar, L1 downwards, however many there are (six lumbar vertebrae give L6). Without any
-  rib-bearing body, the body above the sacrum is L5 and levels are counted up from it.
+  lumbar, L1 downwards, however many there are (six lumbar vertebrae give L6). Without
+  usable ribs, the body above the sacrum is L5 and levels are counted up from it.
   S1 is the top segment of the sacrum.
 
 Plain functions on numpy arrays; the only dependency is scipy.ndimage.
@@ -26,6 +47,7 @@ Plain functions on numpy arrays; the only dependency is scipy.ndimage.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 from scipy import ndimage
@@ -37,17 +59,26 @@ KNOWN_LEVELS = frozenset(
 """Every level a spine can have, transitional anatomy included (T13, L6)."""
 
 MIN_BODY_MM3 = 1500.0
-"""Smaller body components are noise (the smallest thoracic body is ~5000 mm3)."""
-MAX_BODY_HEIGHT_MM = 36.0
-"""Taller body components are two bodies joined across a disc (the tallest body is ~30 mm)."""
-MIN_PART_HEIGHT_MM = 8.0
-"""A split never leaves a part shorter than this."""
-MAX_BODIES = 40
-"""More components than any spine has bodies (26) are noise: only the largest are kept."""
+"""Smaller body segments are not reported (the smallest thoracic body is ~5000 mm3)."""
+SPECK_MM3 = 200.0
+"""Body or sacrum components smaller than this are noise: they do not place the centre line."""
+TUBE_RADIUS_MM = 32.0
+"""Column voxels lie within this distance of the centre line, in the axial plane (the widest
+lumbar body is ~50 mm)."""
 RIB_REACH_MM = 45.0
-"""A rib head belongs to the body whose centroid is nearest, if within this distance."""
+"""Rib heads count for a vertebra within this distance of the centre line, in the axial plane."""
 S1_SLAB_MM = 25.0
 """S1 is the part of the sacrum within this distance of its superior end."""
+MIN_PITCH_MM, MAX_PITCH_MM = 12.0, 40.0
+"""Bounds of the vertebral pitch (body + disc): ~16 mm upper thoracic to ~35 mm lumbar."""
+DEFAULT_PITCH_MM = 24.0
+"""Pitch assumed when the column shows too few clear discs to measure it."""
+HYSTERESIS_LOW = 0.25
+"""With the body probability: voxels above this join a body connected to argmax body voxels."""
+LENGTH_SIGMA = 0.2
+"""Spread of a vertebra's segment length around the local pitch (share of the pitch)."""
+MISSED_FRACTION = 0.2
+"""A segment holding less body than this share of its neighbours' is a missed body."""
 
 
 @dataclass
@@ -85,6 +116,19 @@ class Component:
     local_mask: np.ndarray
 
 
+@dataclass
+class ColumnBody:
+    """One vertebra of the column: its segment along the centre line and its body, if any."""
+
+    s_range: tuple[float, float]
+    """Arc-length interval (mm, increasing to Superior) of the segment."""
+    centroid: np.ndarray
+    """Centroid (voxel index): of the body, or of the centre line for a missed body."""
+    component: Component | None
+    """The body's voxels; None for a missed body (counted, not reported)."""
+    rib_score: float = 0.0
+
+
 def components(mask: np.ndarray, spacing_mm: np.ndarray, min_mm3: float, limit: int) -> list[Component]:
     """Connected components of ``mask`` at least ``min_mm3`` large (the ``limit`` largest),
     each with its centroid (voxel index), bounding box and mask inside the box.
@@ -107,73 +151,415 @@ def components(mask: np.ndarray, spacing_mm: np.ndarray, min_mm3: float, limit: 
     return out
 
 
-def body_components(class_map: np.ndarray, spacing_mm: np.ndarray) -> list[Component]:
-    """The vertebral-body components, large enough to be bodies; bodies the segmentation
-    joined across a thin or missed disc are split again (see :func:`split_merged`)."""
-    found = components(class_map == BODY, spacing_mm, MIN_BODY_MM3, MAX_BODIES)
-    out: list[Component] = []
-    for component in found:
-        out += split_merged(component, spacing_mm)
+def without_specks(mask: np.ndarray, spacing_mm: np.ndarray, min_mm3: float = SPECK_MM3) -> np.ndarray:
+    """``mask`` without its connected components smaller than ``min_mm3``."""
+    labels, count = ndimage.label(mask)
+    if count == 0:
+        return mask.astype(bool)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    keep = sizes * float(np.prod(spacing_mm)) >= min_mm3
+    keep[0] = False
+    return keep[labels]
+
+
+def body_mask(class_map: np.ndarray, body_probability: np.ndarray | None = None) -> np.ndarray:
+    """Body voxels: the argmax body class, grown by hysteresis into voxels whose body
+    probability exceeds :data:`HYSTERESIS_LOW` when the probability is given (a weakly
+    segmented body loses the argmax to background but keeps a clear probability)."""
+    strong = class_map == BODY
+    if body_probability is None:
+        return strong
+    weak = (np.asarray(body_probability) >= HYSTERESIS_LOW) & (class_map != SACRUM)
+    labels, count = ndimage.label(weak | strong)
+    if count == 0:
+        return strong
+    seeded = np.zeros(count + 1, dtype=bool)
+    seeded[np.unique(labels[strong])] = True
+    seeded[0] = False
+    return seeded[labels]
+
+
+# ----------------------------------------------------------------------------- the column
+
+
+def _running_median(values: np.ndarray, valid: np.ndarray, half: int) -> np.ndarray:
+    """Median of the valid values within ``half`` rows of each row (NaN where none)."""
+    out = np.full(values.shape, np.nan)
+    rows = np.flatnonzero(valid)
+    for r in range(len(values)):
+        near = rows[(rows >= r - half) & (rows <= r + half)]
+        if near.size:
+            out[r] = np.median(values[near])
     return out
 
 
-def split_merged(component: Component, spacing_mm: np.ndarray) -> list[Component]:
-    """Split a component taller than one vertebra at its narrowest cross-section.
+def _fill(values: np.ndarray) -> np.ndarray:
+    """NaNs replaced by linear interpolation (constant beyond the ends)."""
+    good = np.isfinite(values)
+    if not good.any():
+        return np.zeros_like(values)
+    index = np.arange(len(values))
+    return np.interp(index, index[good], values[good])
 
-    A vertebral body is at most ~30 mm tall; a component much taller is two or more bodies
-    joined where the disc between them was under-segmented. Its cross-sectional area along
-    the cranio-caudal axis (axis0) dips at each such disc: cut at the deepest dip that lies
-    away from the ends and is below half the typical area, and look again at both parts."""
-    heights = component.local_mask.any(axis=(1, 2))
-    extent_mm = heights.sum() * float(spacing_mm[0])
-    if extent_mm <= MAX_BODY_HEIGHT_MM:
-        return [component]
-    area = component.local_mask.sum(axis=(1, 2)).astype(float)
-    smooth = np.convolve(area, np.ones(3) / 3.0, mode="same")
-    rows = np.flatnonzero(heights)
-    lo, hi = rows[0], rows[-1]
-    margin = max(2, int(round(MIN_PART_HEIGHT_MM / float(spacing_mm[0]))))
-    inner = np.arange(lo + margin, hi - margin + 1)
-    if inner.size == 0:
-        return [component]
-    cut = int(inner[np.argmin(smooth[inner])])
-    if smooth[cut] > 0.5 * np.median(area[rows]):
-        return [component]
-    parts = []
-    for part_rows in (slice(None, cut), slice(cut + 1, None)):
-        local = np.zeros_like(component.local_mask)
-        local[part_rows] = component.local_mask[part_rows]
-        if local.sum() * float(np.prod(spacing_mm)) < MIN_BODY_MM3:
+
+@dataclass
+class Column:
+    """The spine's centre line, one point per axial row (axis0), and arc length along it."""
+
+    rows: np.ndarray
+    """Axis0 indices the line covers, ascending."""
+    centre: np.ndarray
+    """(len(rows), 2): axis1, axis2 index of the line on each row."""
+    tangent: np.ndarray
+    """(len(rows), 3): unit tangent in millimetres (axis0, axis1, axis2 components), towards Superior."""
+    s: np.ndarray
+    """Arc length (mm) of each row's line point, increasing to Superior."""
+
+    def locate(self, points: np.ndarray, spacing_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(arc length, in-plane distance mm, inside) of voxel indices (N, 3). Points on rows
+        outside the line are not inside."""
+        points = np.asarray(points)
+        k = points[:, 0].astype(int) - int(self.rows[0])
+        inside = (k >= 0) & (k < len(self.rows))
+        k = np.clip(k, 0, len(self.rows) - 1)
+        offset = (points[:, 1:] - self.centre[k]) * spacing_mm[1:]
+        distance = np.hypot(offset[:, 0], offset[:, 1])
+        along = self.s[k] + offset[:, 0] * self.tangent[k, 1] + offset[:, 1] * self.tangent[k, 2]
+        return along, distance, inside
+
+    def point_at(self, s_value: float) -> np.ndarray:
+        """Voxel index of the line at arc length ``s_value``."""
+        row = np.interp(s_value, self.s, self.rows.astype(float))
+        return np.array([row, np.interp(s_value, self.s, self.centre[:, 0]), np.interp(s_value, self.s, self.centre[:, 1])])
+
+
+def _robust_fit(z: np.ndarray, values: np.ndarray, weights: np.ndarray, degree: int) -> np.poly1d:
+    """Weighted polynomial fit of ``values`` over ``z`` (degree lowered for few points)."""
+    degree = int(min(degree, max(0, len(np.unique(z)) - 1)))
+    return np.poly1d(np.polyfit(z, values, degree, w=np.sqrt(weights)))
+
+
+def spine_column(body: np.ndarray, sacrum: np.ndarray | None, spacing_mm: np.ndarray) -> Column | None:
+    """Centre line through the vertebral bodies (and the sacrum below them).
+
+    First a smooth curve (cubic in axis0) through the centroids of the body components,
+    weighted by volume, with components far from it rejected and the curve refitted: a
+    lateral false body, a hip or a shoulder cannot pull it off the spine. Then each row's
+    median position of the body voxels near that curve, smoothed; the line spans the kept
+    components only."""
+    spacing_mm = np.asarray(spacing_mm, dtype=float)
+    found = components(body, spacing_mm, SPECK_MM3, 400)
+    if sacrum is not None and sacrum.any():
+        found += components(sacrum, spacing_mm, MIN_BODY_MM3, 1)
+    if not found:
+        return None
+    centres = np.array([c.centroid for c in found])
+    volumes = np.array([float(c.local_mask.sum()) for c in found])
+    z = centres[:, 0]
+    keep = np.ones(len(found), dtype=bool)
+    # The spine is the heaviest vertical chain: start near the volume-weighted median position.
+    order = np.argsort(centres[:, 2])
+    cum = np.cumsum(volumes[order])
+    mid = centres[order[np.searchsorted(cum, 0.5 * cum[-1])]]
+    keep &= np.hypot(*((centres[:, 1:] - mid[1:]) * spacing_mm[1:]).T) <= 60.0
+    for limit in (40.0, 25.0, 20.0):
+        if keep.sum() == 0:
+            return None
+        fits = [_robust_fit(z[keep], centres[keep, a], volumes[keep], 3) for a in (1, 2)]
+        predicted = np.column_stack([f(z) for f in fits])
+        distance = np.hypot(*((centres[:, 1:] - predicted) * spacing_mm[1:]).T)
+        keep = distance <= limit
+    if keep.sum() == 0:
+        return None
+    lo = int(np.floor(min(found[i].box[0].start for i in np.flatnonzero(keep))))
+    hi = int(max(found[i].box[0].stop for i in np.flatnonzero(keep)))
+    rows = np.arange(lo, hi)
+    guess = np.column_stack([f(rows.astype(float)) for f in fits])
+    points = np.argwhere(body[lo:hi])
+    refined = np.full((len(rows), 2), np.nan)
+    if len(points):
+        count = np.bincount(points[:, 0], minlength=len(rows))
+        starts = np.concatenate([[0], np.cumsum(count)])
+        for r in np.flatnonzero(count):
+            row = points[starts[r] : starts[r + 1], 1:]
+            near = row[np.hypot(*((row - guess[r]) * spacing_mm[1:]).T) <= TUBE_RADIUS_MM]
+            if len(near) >= 3:
+                refined[r] = np.median(near, axis=0)
+    line = np.where(np.isfinite(refined), refined, guess)
+    sigma = max(1.0, 8.0 / spacing_mm[0])
+    line = np.stack([ndimage.gaussian_filter1d(line[:, a], sigma, mode="nearest") for a in range(2)], axis=1)
+    mm = np.column_stack([rows * spacing_mm[0], line * spacing_mm[1:]])
+    if len(rows) < 2:
+        slope = np.tile([1.0, 0.0, 0.0], (len(rows), 1))
+    else:
+        slope = np.gradient(ndimage.gaussian_filter1d(mm, max(1.0, 10.0 / spacing_mm[0]), axis=0, mode="nearest"), axis=0)
+    tangent = slope / np.linalg.norm(slope, axis=1, keepdims=True)
+    steps = np.linalg.norm(np.diff(mm, axis=0), axis=1) if len(rows) > 1 else np.zeros(0)
+    s = np.concatenate([[0.0], np.cumsum(steps)])
+    return Column(rows=rows, centre=line, tangent=tangent, s=s)
+
+
+def _profile(along: np.ndarray, weights: np.ndarray | None, lo: float, n: int) -> np.ndarray:
+    """Counts per 1 mm bin of arc length from ``lo``, ``n`` bins."""
+    index = np.floor(along - lo).astype(int)
+    keep = (index >= 0) & (index < n)
+    return np.bincount(index[keep], weights=None if weights is None else weights[keep], minlength=n)[:n].astype(float)
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) of each run of True."""
+    padded = np.concatenate([[False], flags, [False]]).astype(int)
+    edges = np.flatnonzero(np.diff(padded))
+    return list(zip(edges[::2], edges[1::2]))
+
+
+def prior_pitch(height_mm: np.ndarray) -> np.ndarray:
+    """Typical vertebral pitch (mm) at a height above the sacrum's top: ~30 mm at L5, ~26 mm
+    at L1, ~18 mm at T1 (body heights ~27 to ~14 mm, discs ~10 to ~4 mm)."""
+    return np.clip(30.0 - 0.03 * np.asarray(height_mm, dtype=float), 16.0, 31.0)
+
+
+def local_pitch(gaps: np.ndarray, n: int, height0: float = 0.0) -> np.ndarray:
+    """Vertebral pitch (mm) at each 1 mm bin, from the centres of clear discs (bin indices).
+
+    The shape along the spine is the anatomical one (:func:`prior_pitch`, bin 0 lying
+    ``height0`` mm above the sacrum's top), scaled to the patient: the distances between
+    consecutive clear discs (each one pitch, or a whole number of pitches where a disc was
+    missed) give the ratio to the prior, as a constant (median) or, when clear discs cover
+    much of the column, as a straight line along it (Theil-Sen), so a spine whose pitch
+    departs from the usual shape is followed."""
+    bins = np.arange(n, dtype=float)
+    prior = prior_pitch(height0 + bins)
+    if len(gaps) < 2:
+        return prior
+    d = np.diff(gaps).astype(float)
+    mid = 0.5 * (gaps[1:] + gaps[:-1])
+    m = np.clip(np.rint(mid).astype(int), 0, n - 1)
+    ratio_at = np.ones(n)
+    for _ in range(4):
+        expected = ratio_at[m] * prior[m]
+        multiple = np.maximum(1, np.rint(d / expected))
+        ratio = d / multiple / prior[m]
+        ok = np.abs(ratio - ratio_at[m]) <= 0.3 * ratio_at[m]
+        if not ok.any():
+            break
+        x, y = mid[ok], ratio[ok]
+        if ok.sum() >= 5 and np.ptp(x) >= 120.0:
+            i, j = np.triu_indices(len(x), 1)
+            dx = x[j] - x[i]
+            slope = float(np.median((y[j] - y[i])[dx > 0] / dx[dx > 0]))
+            ratio_at = float(np.median(y - slope * x)) + slope * bins
+        else:
+            # One ratio, measured where the clear discs are; farther away it fades back
+            # towards the anatomical prior (lumbar and thoracic sizes need not scale alike).
+            away = np.maximum(0.0, np.maximum(x.min() - bins, bins - x.max()))
+            ratio_at = 1.0 + (float(np.median(y)) - 1.0) * np.exp(-away / 100.0)
+        ratio_at = np.clip(ratio_at, 0.7, 1.8)
+    return np.clip(ratio_at * prior, MIN_PITCH_MM, MAX_PITCH_MM)
+
+
+def cut_column(cut_cost: np.ndarray, pitch: np.ndarray, gaps: np.ndarray) -> list[int]:
+    """Cut positions (bin indices, first 0 and last n-1) splitting the column into vertebrae.
+
+    Dynamic programming over 1 mm bins: each cut pays ``cut_cost`` of its bin, each segment a
+    quadratic penalty on its length's deviation from the local pitch (end segments, which may
+    be partial, only on excess), and a penalty for every clear disc it leaves uncut."""
+    n = len(cut_cost)
+    if n < 2:
+        return [0, max(0, n - 1)]
+    gap_count = np.zeros(n + 1)
+    for g in gaps:
+        gap_count[int(g) + 1 :] += 1  # gap_count[k] = gaps at bins < k
+    best = np.full(n, np.inf)
+    back = np.zeros(n, dtype=int)
+    best[0] = 0.0
+    sigma = LENGTH_SIGMA
+    for j in range(1, n):
+        p = pitch[j]
+        lo = max(0, j - int(np.ceil(1.9 * p)))
+        i = np.arange(lo, j)
+        if i.size == 0:
             continue
-        offset = np.array([b.start for b in component.box], dtype=float)
-        part = Component(np.argwhere(local).mean(axis=0) + offset, component.box, local)
-        parts += split_merged(part, spacing_mm)
-    return parts or [component]
+        length = (j - i).astype(float)
+        pm = 0.5 * (pitch[i] + p)
+        end = (i == 0) | (j == n - 1)
+        dev = (length - pm) / (sigma * pm)
+        seg = np.where(end, np.maximum(dev, 0.0) ** 2, dev**2)
+        too_short = (~end) & (length < 0.45 * pm)
+        seg = np.where(too_short, np.inf, seg)
+        margin = 3
+        inner = gap_count[np.maximum(j - margin, 0)] - gap_count[np.minimum(i + margin + 1, n)]
+        seg = seg + 3.0 * np.maximum(inner, 0)
+        total = best[i] + seg + (0.0 if j == n - 1 else cut_cost[j])
+        k = int(np.argmin(total))
+        best[j], back[j] = total[k], i[k]
+    cuts = [n - 1]
+    while cuts[-1] > 0:
+        cuts.append(int(back[cuts[-1]]))
+    return cuts[::-1]
 
 
-def rib_bearing_flags(
-    class_map: np.ndarray, centroids: np.ndarray, spacing_mm: np.ndarray
-) -> np.ndarray:
-    """For each body centroid (voxel index), whether a rib-head component sits beside it."""
-    flags = np.zeros(len(centroids), dtype=bool)
-    if len(centroids) == 0:
-        return flags
-    labels, count = ndimage.label(class_map == RIB_HEAD)
-    if count == 0:
-        return flags
-    rib_centres = np.array(ndimage.center_of_mass(labels > 0, labels, range(1, count + 1)))
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    keep = sizes * float(np.prod(spacing_mm)) >= 20.0  # a few voxels of rib head, not noise
-    for centre in rib_centres[keep]:
-        distances = np.linalg.norm((centroids - centre) * spacing_mm, axis=1)
-        nearest = int(np.argmin(distances))
-        if distances[nearest] <= RIB_REACH_MM:
-            flags[nearest] = True
-    if flags.any():
-        # Ribs are contiguous from T1 to the last thoracic: fill a missed detection inside.
-        first, last = np.flatnonzero(flags)[[0, -1]]
-        flags[first : last + 1] = True
-    return flags
+def column_bodies(
+    class_map: np.ndarray, spacing_mm: np.ndarray, body_probability: np.ndarray | None = None
+) -> tuple[list[ColumnBody], Column | None, float | None]:
+    """The column's vertebrae, superior first (missed bodies included, without a component),
+    the column, and the sacrum top's arc length (None without a sacrum)."""
+    spacing_mm = np.asarray(spacing_mm, dtype=float)
+    bodies_mask = body_mask(class_map, body_probability)
+    sacrum_found = components(class_map == SACRUM, spacing_mm, MIN_BODY_MM3, 1)
+    sacrum_mask = np.zeros(class_map.shape, dtype=bool)
+    if sacrum_found:
+        sacrum_mask[sacrum_found[0].box] = sacrum_found[0].local_mask
+    column = spine_column(bodies_mask, sacrum_mask, spacing_mm)
+    if column is None:
+        return [], None, None
+    voxel_mm3 = float(np.prod(spacing_mm))
+    body_points = np.argwhere(bodies_mask)
+    along, distance, inside = column.locate(body_points, spacing_mm)
+    in_tube = inside & (distance <= TUBE_RADIUS_MM)
+    body_points, along = body_points[in_tube], along[in_tube]
+    if len(body_points) == 0:
+        return [], column, None
+
+    sacrum_s = None
+    if sacrum_mask.any():
+        sac_points = np.argwhere(sacrum_mask)
+        s_sac, d_sac, in_sac = column.locate(sac_points, spacing_mm)
+        s_sac = s_sac[in_sac & (d_sac <= TUBE_RADIUS_MM + 15.0)]
+        if s_sac.size * voxel_mm3 >= MIN_BODY_MM3:
+            lo = float(np.floor(s_sac.min()))
+            area = _profile(s_sac, None, lo, int(np.ceil(s_sac.max() - lo)) + 1)
+            area = ndimage.gaussian_filter1d(area, 2.0)
+            sacrum_s = lo + float(np.flatnonzero(area >= 0.3 * area.max()).max())
+    if sacrum_s is not None:
+        keep = along > sacrum_s
+        body_points, along = body_points[keep], along[keep]
+        if len(body_points) == 0:
+            return [], column, sacrum_s
+
+    lo = float(np.floor(along.min())) if sacrum_s is None else float(np.floor(sacrum_s))
+    n = int(np.ceil(along.max() - lo)) + 1
+    area = ndimage.gaussian_filter1d(_profile(along, None, lo, n), 1.5)
+    disc_points = np.argwhere(class_map == DISC)
+    s_disc, d_disc, in_disc = column.locate(disc_points, spacing_mm)
+    disc = ndimage.gaussian_filter1d(_profile(s_disc[in_disc & (d_disc <= TUBE_RADIUS_MM)], None, lo, n), 1.5)
+    reference = np.maximum(ndimage.maximum_filter1d(area, size=41, mode="nearest"), 1e-6)
+    relative = area / reference
+    disc_ref = max(float(np.percentile(disc[disc > 0], 90)) if (disc > 0).any() else 0.0, 1e-6)
+    drop = relative - 0.5 * np.minimum(disc / disc_ref, 1.0)
+    # Clear discs: runs of bins with (almost) no body; their centres measure the pitch.
+    gaps = np.array([0.5 * (a + b - 1) for a, b in _runs(relative < 0.12) if a > 0 and b < n], dtype=float)
+    pitch = local_pitch(gaps, n, 0.0 if sacrum_s is None else lo - sacrum_s)
+    cut_cost = 6.0 * np.clip(drop, -0.3, 1.0)
+    cuts = cut_column(cut_cost, pitch, gaps)
+
+    segments: list[tuple[float, float, np.ndarray]] = []
+    for a, b in pairwise(cuts):
+        s0, s1 = lo + a, lo + b + (1.0 if b == n - 1 else 0.0)
+        inside_seg = (along >= s0) & (along < s1)
+        segments.append((s0, s1, body_points[inside_seg]))
+    volumes = np.array([len(p) * voxel_mm3 for _, _, p in segments])
+    out: list[ColumnBody] = []
+    for k, (s0, s1, pts) in enumerate(segments):
+        near = volumes[max(0, k - 2) : k + 3]
+        typical = float(np.median(near[near > 0])) if (near > 0).any() else 0.0
+        end = k == 0 or k == len(segments) - 1
+        component = _segment_component(pts, class_map.shape, spacing_mm)
+        volume = 0.0 if component is None else float(component.local_mask.sum()) * voxel_mm3
+        missed = component is None or volume < max(MIN_BODY_MM3, MISSED_FRACTION * typical)
+        if missed:
+            is_bottom_on_sacrum = k == 0 and sacrum_s is not None
+            if end and not is_bottom_on_sacrum:
+                continue  # a sliver at the edge of the column: a partial body or noise, not counted
+            if is_bottom_on_sacrum and volume < 0.5 * MIN_BODY_MM3 and (s1 - s0) < 0.6 * pitch[0]:
+                continue  # a thin remnant above the sacrum top, not a vertebra
+            out.append(ColumnBody((s0, s1), column.point_at(0.5 * (s0 + s1)), None))
+        else:
+            out.append(ColumnBody((s0, s1), component.centroid, component))
+    out.reverse()  # superior first
+    _rib_scores(out, class_map, column, spacing_mm)
+    return out, column, sacrum_s
+
+
+def _segment_component(points: np.ndarray, shape: tuple[int, ...], spacing_mm: np.ndarray) -> Component | None:
+    """The body of a segment: its largest connected piece and any piece at least a quarter
+    of it (a body split by a fracture line stays whole; a speck is dropped)."""
+    if len(points) == 0:
+        return None
+    lo = points.min(axis=0)
+    hi = points.max(axis=0) + 1
+    local = np.zeros(hi - lo, dtype=bool)
+    local[tuple((points - lo).T)] = True
+    labels, count = ndimage.label(local)
+    if count > 1:
+        sizes = np.bincount(labels.ravel(), minlength=count + 1)
+        sizes[0] = 0
+        keep = sizes >= 0.25 * sizes.max()
+        keep[0] = False
+        local = keep[labels]
+    kept = np.argwhere(local)
+    if len(kept) == 0:
+        return None
+    k_lo, k_hi = kept.min(axis=0), kept.max(axis=0) + 1
+    local = local[tuple(slice(a, b) for a, b in zip(k_lo, k_hi))]
+    start = lo + k_lo
+    box = tuple(slice(int(a), int(a + d)) for a, d in zip(start, local.shape))
+    return Component(kept.mean(axis=0) + lo, box, local)
+
+
+def _rib_scores(bodies: list[ColumnBody], class_map: np.ndarray, column: Column, spacing_mm: np.ndarray) -> None:
+    """Each body's rib-head volume (mm3) beside the column within its segment, outside bodies."""
+    if not bodies:
+        return
+    rib_points = np.argwhere(class_map == RIB_HEAD)
+    if len(rib_points) == 0:
+        return
+    along, distance, inside = column.locate(rib_points, spacing_mm)
+    near = inside & (distance <= RIB_REACH_MM)
+    along = along[near]
+    voxel_mm3 = float(np.prod(spacing_mm))
+    for body in bodies:
+        s0, s1 = body.s_range
+        body.rib_score = float(np.count_nonzero((along >= s0) & (along < s1))) * voxel_mm3
+
+
+def rib_block(scores: np.ndarray, min_mm3: float = 20.0) -> tuple[np.ndarray, bool]:
+    """Rib-bearing flags from per-body rib-head volumes (superior first), and whether the ribs
+    can be trusted.
+
+    The rib-bearing bodies are one contiguous block. The block is the one that best separates
+    high from low scores (least squares, two levels); it is trusted only when the bodies
+    outside it score clearly lower (at most a third of the block's median, and no more than
+    one of them above half of it). A few rib-head voxels beside lumbar bodies then cannot
+    make the ribs reach the sacrum."""
+    n = len(scores)
+    flags = np.zeros(n, dtype=bool)
+    scores = np.asarray(scores, dtype=float)
+    if n == 0 or not np.any(scores >= min_mm3):
+        return flags, False
+    if float(scores.min()) >= max(min_mm3, 0.5 * float(np.median(scores))):
+        return np.ones(n, dtype=bool), True  # every body in view bears ribs
+    best, best_cost = None, np.inf
+    for first in range(n):
+        for last in range(first, n):
+            inner = scores[first : last + 1]
+            outer = np.concatenate([scores[:first], scores[last + 1 :]])
+            cost = float(((inner - inner.mean()) ** 2).sum())
+            if outer.size:
+                cost += float(((outer - outer.mean()) ** 2).sum())
+            if cost < best_cost - 1e-9:
+                best, best_cost = (first, last), cost
+    first, last = best
+    inner = scores[first : last + 1]
+    outer = np.concatenate([scores[:first], scores[last + 1 :]])
+    level = float(np.median(inner))
+    if level < min_mm3:
+        return flags, False
+    flags[first : last + 1] = True
+    if outer.size == 0:
+        return flags, True
+    trusted = float(np.median(outer)) <= level / 3.0 and int(np.sum(outer > 0.5 * level)) <= 1
+    return flags, trusted
 
 
 def sacrum_top(class_map: np.ndarray, spacing_mm: np.ndarray) -> tuple[Component | None, float | None]:
@@ -187,7 +573,7 @@ def sacrum_top(class_map: np.ndarray, spacing_mm: np.ndarray) -> tuple[Component
     area = sacrum.local_mask.sum(axis=(1, 2))
     rows = np.flatnonzero(area >= 0.3 * area.max())
     top_local = int(rows.max())
-    slab_voxels = max(1, int(round(S1_SLAB_MM / float(spacing_mm[0]))))
+    slab_voxels = max(1, round(S1_SLAB_MM / float(spacing_mm[0])))
     slab = sacrum.local_mask.copy()
     slab[: max(0, top_local - slab_voxels + 1)] = False
     offset = np.array([b.start for b in sacrum.box], dtype=float)
@@ -227,21 +613,36 @@ def name_levels(n_bodies: int, rib_flags: np.ndarray, has_sacrum: bool) -> tuple
     return names, "none"
 
 
-def label_levels(class_map: np.ndarray, spacing_mm: np.ndarray) -> LevelResult:
-    """Find, order and name the vertebral bodies (and S1) of one study's class map."""
+def label_levels(
+    class_map: np.ndarray, spacing_mm: np.ndarray, body_probability: np.ndarray | None = None
+) -> LevelResult:
+    """Find, order and name the vertebral bodies (and S1) of one study's class map.
+
+    ``body_probability`` (the body channel of the softmax, same grid), when given, recovers
+    weakly segmented bodies by hysteresis (see :func:`body_mask`)."""
     spacing_mm = np.asarray(spacing_mm, dtype=float)
     notes: list[str] = []
-    bodies = body_components(class_map, spacing_mm)
-    s1, top = sacrum_top(class_map, spacing_mm)
-    if top is not None and bodies:
-        below = [b for b in bodies if b.centroid[0] <= top]  # coccyx or noise
-        if below:
-            notes.append(f"{len(below)} body component(s) at or below the sacrum ignored")
-        bodies = [b for b in bodies if b.centroid[0] > top]
-    bodies.sort(key=lambda b: -b.centroid[0])  # superior first
-    centroids = np.array([b.centroid for b in bodies]) if bodies else np.zeros((0, 3))
-    flags = rib_bearing_flags(class_map, centroids, spacing_mm)
-    names, anchor = name_levels(len(bodies), flags, s1 is not None)
+    bodies, _column, sacrum_s = column_bodies(class_map, spacing_mm, body_probability)
+    s1, _top = sacrum_top(class_map, spacing_mm)
+    has_sacrum = s1 is not None and sacrum_s is not None
+    missed = sum(b.component is None for b in bodies)
+    if missed:
+        notes.append(f"{missed} vertebral bod{'y' if missed == 1 else 'ies'} missed by the segmentation "
+                     "counted from the spacing of the column but not measured")
+    scores = np.array([b.rib_score for b in bodies])
+    flags, trusted = rib_block(scores)
+    if has_sacrum and flags.any():
+        lumbar = len(flags) - 1 - int(np.flatnonzero(flags)[-1])
+        if lumbar == 0 or lumbar > 6:
+            trusted = False  # no or 7+ lumbar bodies above the sacrum: the ribs were misread
+    if flags.any() and not trusted:
+        if has_sacrum:
+            notes.append("rib heads found beside too many bodies to tell thoracic from lumbar: ribs not used")
+            flags = np.zeros_like(flags)
+        else:
+            notes.append("rib heads found beside too many bodies to tell thoracic from lumbar, and no sacrum: "
+                         "levels from the clearest rib-bearing block, unreliable")
+    names, anchor = name_levels(len(bodies), flags, has_sacrum)
     invalid = [name for name in names if name and name not in KNOWN_LEVELS]
     if invalid:
         # More rib-bearing (or lumbar) bodies than any spine has: the anchors disagree with
@@ -254,9 +655,10 @@ def label_levels(class_map: np.ndarray, spacing_mm: np.ndarray) -> LevelResult:
         notes.append("neither ribs nor sacrum found: levels cannot be named")
     shape = tuple(class_map.shape)
     vertebrae = [
-        LabelledVertebra(name, b.centroid, b.box, b.local_mask, shape, rib_bearing=bool(f))
+        LabelledVertebra(name, b.component.centroid, b.component.box, b.component.local_mask, shape,
+                         rib_bearing=bool(f))
         for name, b, f in zip(names, bodies, flags)
-        if name
+        if name and b.component is not None
     ]
     if s1 is not None and s1.local_mask.any():
         vertebrae.append(LabelledVertebra("S1", s1.centroid, s1.box, s1.local_mask, shape))

@@ -91,6 +91,8 @@ def read_spine(
     :func:`batched_probabilities`."""
     logits = segment(volume)
     class_map = logits.argmax(axis=0).astype(np.uint8)
+    # Hysteresis on the body probability (label_levels' body_probability) is not used: on 10
+    # held-out studies it lowered level identification from 83.8% to 73.2% with weights v1.
     levels = label_levels(class_map, np.asarray(spacing_mm, dtype=float))
     n = len(levels.vertebrae)
     classified = np.array([is_classified(v.level) for v in levels.vertebrae], dtype=bool).reshape(n)
