@@ -12,6 +12,7 @@ from streaming_fakes import (
     FakeConsumer,
     FakeProducer,
     StandInBackend,
+    make_settings,
     write_study,
 )
 
@@ -42,12 +43,6 @@ def short_folder(tmp_path_factory) -> tuple[Path, str]:
     """A valid CT series too short to screen (not eligible)."""
     folder = tmp_path_factory.mktemp("short") / "s"
     return folder, write_study(folder, n_slices=12)
-
-
-def make_settings(**worker) -> Settings:
-    values = {"retry_backoff_s": 0.001, "retry_backoff_max_s": 0.01, "revoke_grace_s": 5.0,
-              "drain_grace_s": 10.0, "lag_refresh_s": 0.05, "worker_id": "unit-worker", **worker}
-    return Settings(worker=values)
 
 
 class Harness:
@@ -115,14 +110,3 @@ def harness_factory():
             harness.worker.close()
 
 
-def make_job(folder: Path | None = None, uid: str = "1.2.3", *, offset: int = 7, value: bytes | None = None):
-    """A Job as the worker makes it from a record at ``ct.studies[0]@offset``."""
-    from kafka import TopicPartition
-
-    from engine.screen import Timer
-    from streaming.pipeline import Job, RecordRef
-
-    event = event_for_folder(folder, uid) if folder is not None else None
-    record = RecordRef("ct.studies", 0, offset, uid.encode(), value if value is not None else
-                       (event.to_bytes() if event else b"{}"))
-    return Job(record, event, timer=Timer(), tp=TopicPartition("ct.studies", 0))

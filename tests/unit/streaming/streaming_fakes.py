@@ -19,6 +19,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from engine.errors import TransientError
+from engine.settings import Settings
+from streaming.events import event_for_folder
 
 Record = namedtuple("Record", "topic partition offset key value headers")
 
@@ -287,3 +289,23 @@ def write_study(folder: Path, study_uid: str | None = None, n_slices: int = 60, 
         ds.save_as(folder / f"{i:04d}.dcm", enforce_file_format=True)
     return study_uid
 
+
+# Settings and jobs for the stage tests. They live here, not in conftest.py: a test module
+# importing `conftest` gets whichever conftest was imported first in a mixed run.
+def make_settings(**worker) -> Settings:
+    values = {"retry_backoff_s": 0.001, "retry_backoff_max_s": 0.01, "revoke_grace_s": 5.0,
+              "drain_grace_s": 10.0, "lag_refresh_s": 0.05, "worker_id": "unit-worker", **worker}
+    return Settings(worker=values)
+
+
+def make_job(folder: Path | None = None, uid: str = "1.2.3", *, offset: int = 7, value: bytes | None = None):
+    """A Job as the worker makes it from a record at ``ct.studies[0]@offset``."""
+    from kafka import TopicPartition
+
+    from engine.screen import Timer
+    from streaming.pipeline import Job, RecordRef
+
+    event = event_for_folder(folder, uid) if folder is not None else None
+    record = RecordRef("ct.studies", 0, offset, uid.encode(), value if value is not None else
+                       (event.to_bytes() if event else b"{}"))
+    return Job(record, event, timer=Timer(), tp=TopicPartition("ct.studies", 0))

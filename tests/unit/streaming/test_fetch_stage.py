@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import pytest
-from conftest import make_job, make_settings
+from streaming_fakes import make_job, make_settings
 
 from engine.errors import TransientError
 from engine.settings import PacsSettings

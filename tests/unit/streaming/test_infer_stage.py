@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import make_job, make_settings
-from streaming_fakes import StandInBackend
+from streaming_fakes import StandInBackend, make_job, make_settings
 
 from engine.errors import TransientError
 from engine.screen import Screener

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pydicom
 import pytest
-from conftest import make_job, make_settings
+from streaming_fakes import make_job, make_settings
 
 from engine.errors import CorruptStudyError, NotEligibleError
 from engine.settings import Settings

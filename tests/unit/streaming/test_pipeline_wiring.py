@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from conftest import make_job
+from streaming_fakes import make_job
 
 from engine.errors import CorruptStudyError, TransientError
 from streaming.metrics import Metrics

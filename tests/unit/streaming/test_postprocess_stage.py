@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import make_job, make_settings
-from streaming_fakes import StandInBackend
+from streaming_fakes import StandInBackend, make_job, make_settings
 
 from engine.errors import CorruptStudyError, NotEligibleError, TransientError
 from engine.results import ScreeningResult

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_job, make_settings
-from streaming_fakes import StandInBackend
+from streaming_fakes import StandInBackend, make_job, make_settings
 
 from engine.errors import StudyError
 from engine.screen import Screener

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import make_job
-from streaming_fakes import FakeBroker, FakeProducer
+from streaming_fakes import FakeBroker, FakeProducer, make_job
 
 from streaming.metrics import Metrics
 from streaming.sinks import KafkaSink, OutRecord

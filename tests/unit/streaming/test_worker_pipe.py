@@ -12,7 +12,7 @@ import json
 import threading
 
 import pytest
-from conftest import make_settings
+from streaming_fakes import make_settings
 
 from engine.errors import TransientError
 from streaming.fetch import Fetcher
