@@ -86,6 +86,9 @@ def session_options(settings: ModelSettings) -> ort.SessionOptions:
     # life; without it, memory returns to the allocator after each study.
     options.enable_cpu_mem_arena = settings.cpu_memory_arena
     options.log_severity_level = 3  # errors only: ORT's warnings are not actionable for users
+    # Idle intra-op threads sleep instead of spinning: the worker overlaps loading, DALI and
+    # inference on few cores, and spinning threads would take the cores the other stages need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
