@@ -153,6 +153,8 @@ class Service:
     stop_timeout_s = 20.0
 
     def __init__(self) -> None:
+        self.last_check = ""
+        """What the last health check saw, when it says more than healthy / not healthy."""
         self.started_at = time.monotonic()
         self.dir = STATE / self.name
         self.pidfile = self.dir / "pid"
@@ -214,8 +216,9 @@ class Service:
             if self.pid() is None:
                 raise StackError(f"{self.name}: the process exited during start-up; log {self.log}:\n{tail(self.log)}")
             time.sleep(0.5)
+        seen = f" ({self.last_check})" if self.last_check else ""
         raise StackError(
-            f"{self.name}: not healthy after {self.start_timeout_s:.0f} s; log {self.log}:\n{tail(self.log)}"
+            f"{self.name}: not healthy after {self.start_timeout_s:.0f} s{seen}; log {self.log}:\n{tail(self.log)}"
         )
 
     def recorded_pid(self) -> int | None:

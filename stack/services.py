@@ -12,6 +12,7 @@ import sysconfig
 import uuid
 from pathlib import Path
 
+from stack import kafka_probe
 from stack.process import (
     HOST,
     PORTS,
@@ -21,10 +22,11 @@ from stack.process import (
     StackError,
     apt_install,
     http_status,
-    port_in_use,
     run,
-    tail,
 )
+
+NODE_ID = 1
+"""The KRaft node id of the local broker (broker and controller in one)."""
 
 
 class Kafka(Service):
@@ -76,8 +78,8 @@ class Kafka(Service):
         broker, controller = self.ports["broker"], self.ports["controller"]
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@{HOST}:{controller}",
+            "node.id": str(NODE_ID),
+            "controller.quorum.voters": f"{NODE_ID}@{HOST}:{controller}",
             "listeners": f"PLAINTEXT://{HOST}:{broker},CONTROLLER://{HOST}:{controller}",
             "advertised.listeners": f"PLAINTEXT://{HOST}:{broker}",
             "controller.listener.names": "CONTROLLER",
@@ -120,9 +122,11 @@ class Kafka(Service):
         return self._java("kafka.Kafka", str(self.dir / "server.properties"), heap="512m"), {}
 
     def healthy(self) -> bool:
-        if not port_in_use(self.ports["broker"]):
-            return False
-        return "Kafka Server started" in tail(self.log, 200)
+        """Ready when the broker answers a Metadata request and lists itself as a live broker
+        (not from its log: a broker loading many partitions writes hundreds of lines after
+        its start message, and an old start message proves nothing about this start)."""
+        ok, self.last_check = kafka_probe.ready(HOST, self.ports["broker"], node_id=NODE_ID)
+        return ok
 
 
 class Triton(Service):

@@ -8,7 +8,10 @@ import uuid
 import pytest
 from kafka import TopicPartition
 
+from stack import kafka_probe, stackctl
+from stack.services import NODE_ID
 from streaming.kafka_clients import make_consumer, make_producer
+from streaming.procs import delete_topics
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +45,7 @@ def test_produce_consume_commit_round_trip(kafka):
     finally:
         consumer.close()
 
+    delete_topics(kafka, [topic])
     assert received == sent
     # Offsets were committed explicitly (auto-commit is off) up to the end of each partition.
     assert committed and all(committed[tp] == ends[tp] for tp in partitions)
@@ -68,5 +72,26 @@ def test_consumer_never_auto_commits(kafka):
             consumer.close(autocommit=False)
 
     # Without a commit the same record is delivered again to the same group (at-least-once).
-    assert drain() == [b"v"]
-    assert drain() == [b"v"]
+    try:
+        assert drain() == [b"v"]
+        assert drain() == [b"v"]
+    finally:
+        delete_topics(kafka, [topic])
+
+
+def test_the_readiness_probe_sees_the_live_broker(kafka):
+    host, port = kafka.bootstrap_servers.split(":")
+    description = kafka_probe.probe(host, int(port), node_id=NODE_ID)
+    assert f"{NODE_ID}@{host}:{port}" in description
+    # The controller listener answers Kafka requests but serves no clients: not ready.
+    ok, reason = kafka_probe.ready(host, stackctl.PORTS["kafka"]["controller"])
+    assert not ok and "Metadata" in reason
+
+
+def test_the_broker_is_healthy_whatever_its_log_says(kafka, tmp_path, monkeypatch):
+    # The old check looked for "Kafka Server started" in the last 200 log lines, which a broker
+    # with many partitions pushes out of sight at start-up.
+    service = stackctl.SERVICES["kafka"]
+    monkeypatch.setattr(service, "log", tmp_path / "kafka.log")
+    service.log.write_text("INFO [Broker id=1] Leader it-x-studies-0 starts at leader epoch 2\n" * 5000)
+    assert service.healthy(), service.last_check
