@@ -70,6 +70,11 @@ class OffsetTracker:
         state = self._partitions.get(partition)
         return len(state.pending) if state else 0
 
+    def first_pending(self, partition: Hashable) -> int | None:
+        """The first record of ``partition`` not behind the commit point (where to resume it), if any."""
+        state = self._partitions.get(partition)
+        return state.pending[0] if state and state.pending else None
+
     def pending_in(self, partitions: Iterable[Hashable]) -> int:
         return sum(self.pending(p) for p in partitions)
 

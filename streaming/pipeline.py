@@ -80,6 +80,9 @@ class Job:
     queued_at: float = 0.0
     tp: Any = None
     """The record's kafka TopicPartition (the key of its offset bookkeeping)."""
+    sending: bool = False
+    """The worker handed the Job to the sink: its records will be produced, it can no longer be
+    cancelled (set under the worker's lock, see ``Worker._send`` and ``Worker._cancel``)."""
     sent: bool = False
     """The sink handed the outputs to the producer."""
     send_attempts: int = 0
@@ -224,7 +227,7 @@ class Pipeline:
             else:
                 try:
                     self.finish(job)
-                except Exception:  # noqa: BLE001 - the exit must never kill a stage thread
+                except Exception:
                     log.exception("%s: the pipeline exit failed", job.ref)
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -240,5 +243,5 @@ class Pipeline:
         for stage in self.stages:
             try:
                 stage.close()
-            except Exception:  # noqa: BLE001 - closing is best effort at shutdown
+            except Exception:
                 log.exception("closing stage %s failed", stage.name)

@@ -22,7 +22,10 @@ from engine.settings import KafkaSettings
 from streaming.kafka_clients import security_config
 
 _ASSIGNED = re.compile(r"assigned partitions: (.*)$")
-_CLI = "from engine.cli import main; main()"
+_CLI = (
+    "import os; from streaming.procs import die_with_parent; die_with_parent(int(os.environ['VCF_PARENT_PID']))\n"
+    "from engine.cli import main; main()"
+)
 
 
 class WorkerProcess:
@@ -41,7 +44,8 @@ class WorkerProcess:
         command = [sys.executable, "-c", _CLI, "serve", *self.args]
         if self.nice:
             command = ["nice", "-n", str(self.nice), *command]
-        self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        env = {**self.env, "VCF_PARENT_PID": str(os.getpid())}
+        self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         return self
 
@@ -103,6 +107,24 @@ class WorkerProcess:
             self.process.wait(timeout=30)
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """In the worker child, first thing: SIGTERM (a drain) when the parent dies, so a killed test
+    or bench leaves no worker behind (Linux; elsewhere the caller's stop() remains the only way).
+
+    Run after exec, not as a ``preexec_fn`` (unsafe in a parent with threads, and the Kafka
+    clients run threads). The signal comes when the *thread* that started the child ends, so
+    start workers from a thread that outlives them (the tests and the bench use the main one)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl: nobody would send the signal
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def worker_env(kafka: KafkaSettings, **extra: str) -> dict[str, str]:
     """VCF_* variables that point a worker at ``kafka``'s broker and topics."""
     env = {
@@ -156,3 +178,23 @@ class TopicReader:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def delete_topics(kafka: KafkaSettings, topics) -> None:
+    """Delete the topics of a test or benchmark run (those that exist), so runs do not pile up
+    partitions on the broker. Best effort: a failure is ignored (the topics are only left behind)."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers.split(","), **security_config(kafka))
+    except (KafkaError, OSError):
+        return
+    try:
+        existing = [t for t in set(topics) if t in set(admin.list_topics())]
+        if existing:
+            admin.delete_topics(existing, timeout_ms=30_000)
+    except (KafkaError, OSError):
+        pass
+    finally:
+        admin.close()

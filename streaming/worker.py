@@ -10,9 +10,14 @@ at-least-once: a crash re-delivers everything after the last commit, never less.
   keeps calling ``poll()`` (which then returns nothing but keeps the group membership alive),
   and resumes when a Job leaves. Intake never blocks the loop: a Job that does not fit the
   first stage's queue waits in a local backlog, counted in flight.
-- Rebalances: on revocation the loop waits (``worker.revoke_grace_s``) for the Jobs of the
-  revoked partitions, commits what finished, and abandons the rest (cancelled Jobs skip their
-  remaining stages; their records are re-delivered to the partition's next owner).
+- Rebalances: the rebalance waits inside the revocation callback while the worker stops taking
+  records of the revoked partitions, waits (``worker.revoke_grace_s``) for their in-flight Jobs,
+  commits synchronously what finished, and abandons the rest: an abandoned Job is never
+  produced (it skips its remaining stages) and never committed, so the partition's next owner
+  processes it once. A Job already handed to the producer when the grace ends cannot be
+  called back: the callback waits (bounded) for its acknowledgement and commits it too. A
+  study delivered once thus gives one result even when its partition moves. Lost partitions
+  (the membership expired) are abandoned without a commit.
 - Shutdown (:meth:`Worker.request_stop`, wired to SIGTERM/SIGINT by ``vcfscreen serve``):
   intake stops, in-flight Jobs get ``worker.drain_grace_s`` to finish, finished work is
   committed, the producer is flushed and the consumer closed.
@@ -26,17 +31,18 @@ import logging
 import os
 import queue
 import socket
+import threading
 import time
 from collections import deque
 
 import requests
-from kafka import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
 from engine.screen import Screener, Timer
 from engine.settings import InferenceBackend, Settings
 from streaming.events import PoisonEventError, parse_event
 from streaming.fetch import Fetcher, check_location
+from streaming.kafka_clients import rebalance_listener
 from streaming.metrics import Metrics
 from streaming.offsets import OffsetTracker
 from streaming.pipeline import Job, Pipeline, RecordRef
@@ -48,6 +54,8 @@ log = logging.getLogger(__name__)
 SEND_ATTEMPTS = 3
 COMMIT_INTERVAL_S = 0.5
 POLL_TIMEOUT_MS = 200
+ACK_WAIT_S = 30.0
+"""After the revocation grace: how long to wait for Jobs already handed to the producer."""
 
 
 class WorkerFailure(RuntimeError):
@@ -56,17 +64,6 @@ class WorkerFailure(RuntimeError):
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, worker: Worker):
-        self.worker = worker
-
-    def on_partitions_revoked(self, revoked):
-        self.worker.on_revoked(revoked)
-
-    def on_partitions_assigned(self, assigned):
-        self.worker.on_assigned(assigned)
 
 
 class Worker:
@@ -85,10 +82,13 @@ class Worker:
         self.backlog: deque[Job] = deque()
         self._completions: queue.SimpleQueue = queue.SimpleQueue()
         self._resend: deque[Job] = deque()
+        self._send_lock = threading.Lock()
+        self._rewind: dict = {}
+        """Partition -> first abandoned offset, recorded on revocation, applied if it comes back to us."""
         self.sink = KafkaSink(producer, self.metrics, lambda job, error: self._completions.put((job, error)))
         stages = build_stages(settings, self.metrics, screener, self.worker_id, fetcher)
         self._postprocess = next(s for s in stages if isinstance(s, PostprocessStage))
-        self.pipeline = Pipeline(stages, self.metrics, settings.worker.queue_size, finish=self.sink.send)
+        self.pipeline = Pipeline(stages, self.metrics, settings.worker.queue_size, finish=self._send)
         self.stopping = False
         self.failure: BaseException | None = None
         self.heartbeat = time.monotonic()
@@ -107,7 +107,8 @@ class Worker:
 
     def start(self) -> Worker:
         self.pipeline.start()
-        self.consumer.subscribe([self.settings.kafka.studies_topic], listener=_Rebalance(self))
+        listener = rebalance_listener(self.consumer, self.on_revoked, self.on_assigned, self.on_lost)
+        self.consumer.subscribe([self.settings.kafka.studies_topic], listener=listener)
         log.info("worker %s consuming %s as group %s (at most %d studies in flight)", self.worker_id,
                  self.settings.kafka.studies_topic, self.settings.kafka.group_id, self.settings.worker.max_in_flight)
         return self
@@ -135,12 +136,18 @@ class Worker:
             log.info("draining %d in-flight studies (up to %.0f s)", len(self.jobs), grace)
         while self.jobs and time.monotonic() < deadline and self.failure is None:
             self.step()
-        self._commit(force=True)
         if self.jobs:
+            unfinished = len(self.jobs)
+            for job in list(self.jobs.values()):
+                self._cancel(job)
+            # Those already handed to the producer will be produced: wait for their acks to commit them.
+            ack_deadline = time.monotonic() + ACK_WAIT_S
+            while (any(not j.cancelled for j in self.jobs.values()) and time.monotonic() < ack_deadline
+                   and self.failure is None):
+                self._drain_completions(wait_s=0.1)
             log.warning("%d studies unfinished after %.0f s: not committed, they will be re-delivered",
-                        len(self.jobs), grace)
-            for job in self.jobs.values():
-                job.cancelled = True
+                        unfinished, grace)
+        self._commit(force=True)
 
     def close(self) -> None:
         self.pipeline.stop(timeout=5.0)
@@ -168,9 +175,16 @@ class Worker:
             # poll() returns at once when every partition is paused or none is assigned: wait
             # for a completion instead of spinning (the CPU belongs to the stages).
             self._drain_completions(wait_s=max(0.0, self.poll_timeout_ms / 1000.0 - (time.monotonic() - started)))
-        for tp, records in batches.items():
-            for record in records:
-                self._intake(tp, record)
+        if batches:
+            # Records fetched before a rebalance that happened inside this poll belong to
+            # partitions that may now be someone else's: only owned partitions are taken.
+            owned = set(self.consumer.assignment())
+            for tp, records in batches.items():
+                if tp not in owned:
+                    log.info("dropping %d records of %s[%d], no longer assigned", len(records), tp.topic, tp.partition)
+                    continue
+                for record in records:
+                    self._intake(tp, record)
         self._feed_pipeline()
         self._refresh_lag()
         self._update_gauges()
@@ -187,12 +201,28 @@ class Worker:
             self.tracker.add(tp, record.offset, job.id)
             log.warning("record %s[%d]@%d dead-lettered: %s", record.topic, record.partition, record.offset, exc)
             self._postprocess.process(job)
-            self.sink.send(job)
+            self._send(job)
             return
         job = Job(ref, event, timer=Timer(), tp=tp)
         self.jobs[job.id] = job
         self.tracker.add(tp, record.offset, job.id)
         self.backlog.append(job)
+
+    def _send(self, job: Job) -> None:
+        """The pipeline's exit (a stage thread) and the poison path: hand the Job to the sink,
+        unless it was cancelled first. Once handed over it cannot be cancelled any more."""
+        with self._send_lock:
+            if not job.cancelled:
+                job.sending = True
+        self.sink.send(job)  # a cancelled Job produces nothing and just reports back
+
+    def _cancel(self, job: Job) -> bool:
+        """Abandon a Job: it will produce nothing. False when it was already handed to the sink."""
+        with self._send_lock:
+            if job.sending:
+                return False
+            job.cancelled = True
+            return True
 
     def _feed_pipeline(self) -> None:
         while self.backlog:
@@ -258,22 +288,24 @@ class Worker:
                 m.findings.labels(grade=str(vertebra.genant_grade)).inc()
         log.info("%s: %s in %.1f s", job.ref, job.outcome, time.monotonic() - job.intake)
 
-    def _commit(self, force: bool = False, only=None) -> None:
+    def _commit(self, force: bool = False, only=None) -> bool:
+        """Commit the finished prefix of each partition (``only``: of these). False if the commit failed."""
         now = time.monotonic()
         if not force and now - self._last_commit < COMMIT_INTERVAL_S:
-            return
+            return True
         offsets = self.tracker.committable()
         if only is not None:
             offsets = {tp: o for tp, o in offsets.items() if tp in only}
         if not offsets:
-            return
+            return True
         try:
             self.consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
         except Exception as exc:  # noqa: BLE001 - a failed commit is retried; the records are re-delivered at worst
             log.warning("offset commit failed (%s: %s); will retry", type(exc).__name__, exc)
-            return
+            return False
         self._last_commit = now
         self.tracker.mark_committed(offsets)
+        return True
 
     def _backpressure(self) -> None:
         assigned = set(self.consumer.assignment())
@@ -290,39 +322,91 @@ class Worker:
 
     def on_assigned(self, assigned) -> None:
         self.joined = True
+        # A partition that comes back to this consumer may keep the client's fetch position, past
+        # the records abandoned on revocation: start it again from the first abandoned one.
+        seek = getattr(self.consumer, "seek", None)
+        for tp in set(assigned) & set(self._rewind):
+            if seek is not None:
+                seek(tp, self._rewind[tp])
+                log.info("%s[%d] resumes at offset %d (abandoned on revocation)", tp.topic, tp.partition,
+                         self._rewind[tp])
+        self._rewind.clear()
         log.info("assigned partitions: %s", _partitions_text(assigned))
         if assigned and (self.stopping or len(self.jobs) >= self.settings.worker.max_in_flight):
             self.consumer.pause(*assigned)
             self.pause_count += 1
 
     def on_revoked(self, revoked) -> None:
+        """Called by the consumer before a rebalance (the rebalance waits for it to return).
+
+        Finish or abandon the in-flight studies of ``revoked``, commit what finished, and make
+        sure nothing of these partitions is produced afterwards (their next owner takes over
+        from the commit)."""
         revoked = set(revoked)
         if not revoked:
             return
+        started = time.monotonic()
         for job in [j for j in self.backlog if j.tp in revoked]:
-            job.cancelled = True  # not started yet: nothing to wait for
+            self._cancel(job)  # not started yet: nothing to wait for
         self._feed_pipeline()
-        deadline = time.monotonic() + self.settings.worker.revoke_grace_s
-        while self._pending_in(revoked) and time.monotonic() < deadline and self.failure is None:
+        deadline = started + self.settings.worker.revoke_grace_s
+        while self.failure is None:
+            pending = self._pending_in(revoked)
+            if not pending:
+                break
+            if time.monotonic() >= deadline:
+                # Abandon what the sink has not taken; what it has will be produced: wait for its ack.
+                for job in pending:
+                    self._cancel(job)
+                if not self._pending_in(revoked) or time.monotonic() >= deadline + ACK_WAIT_S:
+                    break
             self.heartbeat = time.monotonic()
             self._drain_completions(wait_s=0.1)
-        self._commit(force=True, only=revoked)
+        committed = self._commit(force=True, only=revoked)
+        self._remember_rewind(revoked)
         abandoned = set(self.tracker.forget(revoked))
+        produced_anyway = 0
         for job in self.jobs.values():
-            if job.id in abandoned:
-                job.cancelled = True
+            if job.id in abandoned and not self._cancel(job):
+                produced_anyway += 1
+        if not committed:
+            log.error("partitions %s revoked and their finished studies could not be committed: their next "
+                      "owner will produce them again", _partitions_text(revoked))
         if abandoned:
-            log.warning("partitions %s revoked with %d studies unfinished: abandoned, they will be re-delivered",
-                        _partitions_text(revoked), len(abandoned))
+            log.warning("partitions %s revoked with %d studies unfinished after %.0f s: abandoned, their next "
+                        "owner processes them%s", _partitions_text(revoked), len(abandoned),
+                        self.settings.worker.revoke_grace_s,
+                        f" ({produced_anyway} already sent: produced twice)" if produced_anyway else "")
         for tp in revoked:
             try:
                 self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
             except KeyError:
                 pass  # no lag was reported for it yet
-        log.info("revoked partitions: %s", _partitions_text(revoked))
+        log.info("revoked partitions: %s (in %.1f s)", _partitions_text(revoked), time.monotonic() - started)
 
-    def _pending_in(self, partitions) -> int:
-        return sum(1 for j in self.jobs.values() if not j.cancelled and j.tp in partitions)
+    def on_lost(self, lost) -> None:
+        """The group membership was lost: ``lost`` already belongs to others. Nothing can be
+        committed; everything of these partitions not yet handed to the producer is abandoned."""
+        lost = set(lost)
+        if not lost:
+            return
+        self._remember_rewind(lost)
+        abandoned = set(self.tracker.forget(lost))
+        for job in list(self.jobs.values()):
+            if job.tp in lost:
+                self._cancel(job)
+        self._feed_pipeline()
+        log.warning("partitions %s lost (membership expired): %d unfinished studies abandoned",
+                    _partitions_text(lost), len(abandoned))
+
+    def _remember_rewind(self, partitions) -> None:
+        for tp in partitions:
+            first = self.tracker.first_pending(tp)
+            if first is not None:
+                self._rewind[tp] = first
+
+    def _pending_in(self, partitions) -> list[Job]:
+        return [j for j in self.jobs.values() if not j.cancelled and j.tp in partitions]
 
     # ------------------------------------------------------------------ observability
 

@@ -34,7 +34,7 @@ from engine.errors import ConfigurationError, TransientError
 from engine.infer.triton_client import (
     TritonConnection,
     TritonRequestError,
-    _is_transient,
+    is_transient,
 )
 from engine.models.contract import (
     CLS_FRACTURE_OUTPUT,
@@ -74,19 +74,14 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _unavailable(exc: InferenceServerException) -> bool:
-    """TritonConnection's transient statuses, plus a served model that has gone away: the start-up
-    check found every model ready, so NOT_FOUND / "no available versions" later means the server is
-    stopping, restarting or reloading it, not that it never existed. The same holds for
-    vcf_pipeline's inner BLS calls failing with "server not ready" while Triton shuts down."""
-    if _is_transient(exc):
+    """An unavailable server (:func:`~engine.infer.triton_client.is_transient`: down, starting,
+    stopping, including vcf_pipeline's inner calls answering "server not ready"), plus a served
+    model that has gone away: the start-up check found every model ready, so NOT_FOUND / "no
+    available versions" later means the server is restarting or reloading it, not that it never
+    existed."""
+    if is_transient(exc):
         return True
-    text = str(exc).lower()
-    return (
-        str(exc.status() or "") == "StatusCode.NOT_FOUND"
-        or "no available versions" in text
-        or "stopping" in text
-        or "server not ready" in text
-    )
+    return str(exc.status() or "") == "StatusCode.NOT_FOUND" or "no available versions" in str(exc).lower()
 
 
 def _release(regions: list[SystemShmRegion], connection: TritonConnection) -> None:
@@ -160,7 +155,7 @@ class TritonBackend:
                 served[name] = ServedModel(name, metadata, config)
                 problems += compare(served[name], expected)
         except InferenceServerException as exc:
-            if _is_transient(exc):
+            if is_transient(exc):
                 raise TransientError(f"Triton at {url} stopped answering during the start-up check: {_first_line(exc)}") from None
             raise ConfigurationError(f"Triton at {url} refused the start-up check: {_first_line(exc)}") from None
         if SEG_MODEL in served:

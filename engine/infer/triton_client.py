@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 # gRPC status codes that mean "not now" rather than "never".
 _TRANSIENT_STATUS = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.RESOURCE_EXHAUSTED"}
+# Messages of a server that is not up (yet, or any more), whatever status code carries them: while
+# Triton shuts down, vcf_pipeline's inner (BLS) calls fail with INTERNAL "Server not ready".
+_TRANSIENT_TEXT = ("failed to connect", "server not ready", "stopping")
 
 
 class TritonRequestError(StudyError):
@@ -30,9 +33,12 @@ class TritonRequestError(StudyError):
     code = "triton_request"
 
 
-def _is_transient(exc: InferenceServerException) -> bool:
+def is_transient(exc: InferenceServerException) -> bool:
+    """The server is unavailable (down, starting, stopping, overloaded): the same request may
+    succeed later. The one place where this is decided, for every Triton client here."""
     status = str(exc.status() or "")
-    return status in _TRANSIENT_STATUS or "failed to connect" in str(exc).lower()
+    text = str(exc).lower()
+    return status in _TRANSIENT_STATUS or any(marker in text for marker in _TRANSIENT_TEXT)
 
 
 class TritonConnection:
@@ -74,7 +80,7 @@ class TritonConnection:
                 return {name: result.as_numpy(name) for name in outputs}
             except InferenceServerException as exc:
                 first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                if not _is_transient(exc):
+                if not is_transient(exc):
                     raise TritonRequestError(f"model {model!r} rejected the request: {first_line}") from None
                 if attempt == self.settings.max_retries:
                     raise TransientError(

@@ -23,7 +23,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from engine.settings import KafkaSettings
 from streaming.kafka_clients import make_producer
-from streaming.procs import TopicReader, WorkerProcess, worker_env
+from streaming.procs import TopicReader, WorkerProcess, delete_topics, worker_env
 from streaming.submit import Publisher
 
 STUDIES = 6
@@ -100,6 +100,23 @@ def unique_kafka(kafka: KafkaSettings, name: str) -> KafkaSettings:
     })
 
 
+@pytest.fixture
+def topics(kafka):
+    """Unique topics per test (``topics("name")``), deleted from the broker afterwards."""
+    made: list[KafkaSettings] = []
+
+    def make(name: str) -> KafkaSettings:
+        made.append(unique_kafka(kafka, name))
+        return made[-1]
+
+    yield make
+    delete_topics(kafka, [t for s in made for t in run_topics(s)])
+
+
+def run_topics(settings: KafkaSettings) -> list[str]:
+    return [settings.studies_topic, settings.results_topic, settings.dlq_topic, settings.studies_topic + "-replay"]
+
+
 def publish(kafka: KafkaSettings, events=(), raw=()) -> int:
     producer = make_producer(kafka)
     try:
@@ -129,6 +146,22 @@ def read_records(kafka: KafkaSettings, topic: str, done, timeout_s: float, worke
             if time.monotonic() > deadline:
                 logs = "\n".join(f"--- {w.log_path.name}\n{w.log_text()[-4000:]}" for w in workers)
                 pytest.fail(f"timed out after {timeout_s:.0f} s on {topic}: {len(reader.records)} records\n{logs}")
+            reader.poll()
+        return list(reader.records)
+    finally:
+        reader.close()
+
+
+def read_to_end(kafka: KafkaSettings, topic: str, timeout_s: float = 60.0) -> list:
+    """Every record of ``topic`` up to its current end (to count duplicates once writers stopped)."""
+    reader = TopicReader(kafka, topic)
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(reader.consumer.partitions_for_topic(topic) or [])]
+        end = sum(reader.consumer.end_offsets(partitions).values())
+        deadline = time.monotonic() + timeout_s
+        while len(reader.records) < end:
+            if time.monotonic() > deadline:
+                pytest.fail(f"read {len(reader.records)} of the {end} records of {topic} in {timeout_s:.0f} s")
             reader.poll()
         return list(reader.records)
     finally:

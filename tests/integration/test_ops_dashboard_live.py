@@ -116,7 +116,13 @@ def test_prometheus_runs_every_dashboard_query(prometheus_url, triton):
                 failures.append(f"{where}: {answer.get('error')}")
         assert failures == []
         # A worker gauge read through the dashboard's own query comes back with the served value.
-        lag = _query(prometheus_url, _substitute('sum(max by (topic, partition) (vcfscreen_consumer_lag_messages{namespace=~"$namespace"}))'))
-        assert float(lag["data"]["result"][0]["value"][1]) >= 3
+        # (The names above may come from an earlier run kept in Prometheus' storage: wait for a
+        # scrape of this server before reading its value.)
+        query = _substitute('sum(max by (topic, partition) (vcfscreen_consumer_lag_messages{namespace=~"$namespace"}))')
+        deadline = time.monotonic() + 60
+        while not (result := _query(prometheus_url, query)["data"]["result"]) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert result, "Prometheus never scraped the consumer-lag gauge of this worker"
+        assert float(result[0]["value"][1]) >= 3
     finally:
         server.stop()

@@ -11,7 +11,6 @@ from streaming_it import (
     read_records,
     start_worker,
     statuses,
-    unique_kafka,
 )
 
 from streaming.events import event_for_folder
@@ -19,13 +18,14 @@ from streaming.events import event_for_folder
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-# Session fixtures shared by the streaming integration tests.
+# Fixtures shared by the streaming integration tests.
+topics = streaming_it.topics
 phantom_studies = streaming_it.phantom_studies
 tiny_models_dir = streaming_it.tiny_models_dir
 
 
-def test_kill_9_mid_stream_and_restart_lose_no_study(kafka, phantom_studies, tiny_models_dir, tmp_path):
-    settings = unique_kafka(kafka, "crash")
+def test_kill_9_mid_stream_and_restart_lose_no_study(topics, phantom_studies, tiny_models_dir, tmp_path):
+    settings = topics("crash")
     expected = {uid for _f, uid in phantom_studies}
     assert publish(settings, [event_for_folder(folder, uid) for folder, uid in phantom_studies]) == len(expected)
 

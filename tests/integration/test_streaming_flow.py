@@ -19,6 +19,7 @@ from streaming_it import (
     keys_of,
     publish,
     read_records,
+    run_topics,
     start_worker,
     statuses,
     unique_kafka,
@@ -27,6 +28,7 @@ from streaming_it import (
 from stack import stackctl
 from streaming.dicomweb import DicomWeb
 from streaming.events import event_for_dicomweb, event_for_folder
+from streaming.procs import delete_topics
 from streaming.submit import store_study_folder
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -64,6 +66,7 @@ def flow_run(kafka, pacs, prometheus_url, phantom_studies, corrupt_study, tiny_m
         exit_code = worker.stop()
     yield {"results": results, "letters": letters, "expected": expected, "corrupt": corrupt_study[1],
            "health": health, "scraped": scraped, "exit_code": exit_code, "kafka": settings, "worker": worker}
+    delete_topics(kafka, run_topics(settings))
 
 
 def _scraped_ok(prometheus_url: str, expected_at_least: int) -> float | None:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import streaming_it
-from streaming_it import read_records, unique_kafka
+from streaming_it import read_records
 from typer.testing import CliRunner
 
 from engine.cli import app
@@ -15,12 +15,13 @@ from streaming.events import parse_event
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-# Session fixtures shared by the streaming integration tests.
+# Fixtures shared by the streaming integration tests.
+topics = streaming_it.topics
 phantom_studies = streaming_it.phantom_studies
 
 
-def test_store_to_pacs_then_replay_the_archive(kafka, pacs, phantom_studies, monkeypatch, tmp_path):
-    settings = unique_kafka(kafka, "submit")
+def test_store_to_pacs_then_replay_the_archive(topics, pacs, phantom_studies, monkeypatch, tmp_path):
+    settings = topics("submit")
     monkeypatch.setenv("VCF_KAFKA__BOOTSTRAP_SERVERS", settings.bootstrap_servers)
     monkeypatch.setenv("VCF_KAFKA__STUDIES_TOPIC", settings.studies_topic)
     monkeypatch.setenv("VCF_PACS__DICOMWEB_URL", pacs.dicomweb_url)

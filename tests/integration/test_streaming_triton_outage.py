@@ -1,10 +1,8 @@
 """Triton stopped for a while delays results but loses none (needs the triton backend).
 
-NOT RUN BY ITS AUTHOR: it stops and restarts the stack's Triton (stackctl down/up triton),
-which another engineer was using when it was written. It runs with the rest of the
-integration tests (`make test`). While Triton is down the worker's inference retries back
-off (VCF_WORKER__MAX_RETRIES / RETRY_BACKOFF_*), intake pauses when max_in_flight studies
-wait, /readyz answers 503; when Triton is back every study gets its result, exactly once,
+It stops and restarts the stack's Triton (stackctl down/up triton). While Triton is down the
+worker's inference retries back off (VCF_WORKER__MAX_RETRIES / RETRY_BACKOFF_*), intake pauses
+when max_in_flight studies wait, /readyz answers 503; when Triton is back every study gets its result, exactly once,
 and nothing goes to the dead-letter topic.
 """
 
@@ -16,7 +14,7 @@ import time
 import pytest
 import requests
 import streaming_it
-from streaming_it import keys_of, publish, read_records, start_worker, unique_kafka
+from streaming_it import keys_of, publish, read_records, start_worker
 
 from stack import stackctl
 from streaming.events import event_for_folder
@@ -25,7 +23,8 @@ from streaming.procs import TopicReader
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-# Session fixtures shared by the streaming integration tests.
+# Fixtures shared by the streaming integration tests.
+topics = streaming_it.topics
 phantom_studies = streaming_it.phantom_studies
 tiny_models_dir = streaming_it.tiny_models_dir
 
@@ -36,8 +35,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_triton_stopped_for_a_while_delays_results_but_loses_none(kafka, triton, phantom_studies, tmp_path):
-    settings = unique_kafka(kafka, "triton-outage")
+def test_triton_stopped_for_a_while_delays_results_but_loses_none(topics, triton, phantom_studies, tmp_path):
+    settings = topics("triton-outage")
     events = [event_for_folder(folder, uid) for folder, uid in phantom_studies]
     expected = {uid for _f, uid in phantom_studies}
     port = free_port()
@@ -48,12 +47,14 @@ def test_triton_stopped_for_a_while_delays_results_but_loses_none(kafka, triton,
         "VCF_WORKER__MAX_RETRIES": "40", "VCF_WORKER__RETRY_BACKOFF_S": "1", "VCF_WORKER__RETRY_BACKOFF_MAX_S": "8",
         "VCF_WORKER__METRICS_PORT": str(port), "VCF_WORKER__MAX_IN_FLIGHT": "2",
     }
+    # The first two studies create the topic: a consumer does not create the topic it subscribes to,
+    # so a worker started on a topic that does not exist yet has no partition to wait for.
+    assert publish(settings, events[:2]) == 2
     worker = start_worker(settings, stackctl.ROOT / "engine" / "models", tmp_path / "worker.log", **env)
     base = f"http://127.0.0.1:{port}"
     restarted = False
     try:
         worker.wait_assigned(180)
-        assert publish(settings, events[:2]) == 2
         read_records(settings, settings.results_topic, lambda rs: len(rs) >= 1, 300, [worker])
 
         stackctl.down(["triton"])
