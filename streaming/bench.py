@@ -2,8 +2,12 @@
 
 On the same studies:
 
-- **baseline**: one study at a time in this process, with the same screening core and the
-  same models (read, resample, infer; nothing overlaps);
+- **baseline (naive sequential)**: one study at a time in this process, nothing overlapping:
+  every file read whole with pydicom, then the same models and post-processing, the
+  segmenter run over the whole model grid (what a straightforward script does);
+- **vcfscreen core, sequential**: the screening core one study at a time (header scan and
+  direct pixel reads, the segmenter on the region around the spine): what the core alone
+  buys, before any overlap;
 - **streaming, N workers**: ``vcfscreen serve`` processes in one consumer group; events are
   published once every worker holds its partitions (start-up is not timed), and the run
   ends when the last result is on the results topic.
@@ -48,8 +52,34 @@ def make_phantoms(folder: Path, count: int, seed: int) -> list[Path]:
     return [Path(write_study(generate_study(study_seed(seed, i), config), folder)) for i in range(count)]
 
 
+def naive_read(folder: Path) -> list:
+    """Every DICOM file of the study read whole by pydicom (pixels included), as a simple script would."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    datasets = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        try:
+            datasets.append(pydicom.dcmread(path))
+        except InvalidDicomError:
+            continue  # truth.json, labels.npz and the like
+    return datasets
+
+
 def run_baseline(settings: Settings, folders: list[Path], source: str) -> dict:
-    """One study at a time, no overlap: fetch (for DICOMweb), load, preprocess, infer, post-process."""
+    """The naive sequential baseline: one study at a time, nothing overlapping; every file read
+    whole with pydicom, the same models run over the whole model grid (no spine region)."""
+    naive = settings.model_copy(update={"models": settings.models.model_copy(update={"spine_roi_mm": 0.0})})
+    return _run_sequential("baseline (naive sequential)", naive, folders, source, naive_read)
+
+
+def run_core_sequential(settings: Settings, folders: list[Path], source: str) -> dict:
+    """vcfscreen's screening core one study at a time (its loader, the spine region), nothing
+    overlapping: what the streaming runs add beyond it is the overlap of stages and workers."""
+    return _run_sequential("vcfscreen core, sequential", settings, folders, source, lambda folder: folder)
+
+
+def _run_sequential(name: str, settings: Settings, folders: list[Path], source: str, read) -> dict:
     from engine.screen import Screener
     from streaming.dicomweb import DicomWeb
     from streaming.submit import study_uid_of_folder
@@ -60,18 +90,18 @@ def run_baseline(settings: Settings, folders: list[Path], source: str) -> dict:
     start = time.perf_counter()
     for folder in folders:
         began = time.perf_counter()
-        study = web.retrieve_study(study_uid_of_folder(folder)) if web else folder
+        study = web.retrieve_study(study_uid_of_folder(folder)) if web else read(folder)
         statuses.append(screener.screen(study).result.status)
         latencies.append(time.perf_counter() - began)
     wall = time.perf_counter() - start
-    return _figures("baseline (sequential)", len(folders), wall, latencies, {}, statuses)
+    return _figures(name, len(folders), wall, latencies, {}, statuses)
 
 
 def run_streaming(settings: Settings, folders: list[Path], uids: list[str], source: str, workers: int,
                   logs: Path) -> dict:
     from streaming.events import event_for_dicomweb, event_for_folder
     from streaming.kafka_clients import make_producer
-    from streaming.procs import TopicReader, WorkerProcess, worker_env
+    from streaming.procs import TopicReader, WorkerProcess, delete_topics, worker_env
     from streaming.submit import Publisher
 
     run = uuid.uuid4().hex[:8]
@@ -81,7 +111,8 @@ def run_streaming(settings: Settings, folders: list[Path], uids: list[str], sour
     # Create the studies topic before the workers join, so they split its partitions at once.
     producer = make_producer(kafka)
     partitions = len(producer.partitions_for(kafka.studies_topic) or ())
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    # ONNX Runtime threads per worker: as configured, else the cores shared out between the workers.
+    threads = settings.models.intra_op_threads or max(1, (os.cpu_count() or 1) // workers)
     env = worker_env(kafka, VCF_WORKER__METRICS_PORT="0", VCF_MODELS__INTRA_OP_THREADS=str(threads),
                      VCF_MODELS__BACKEND=settings.models.backend.value, VCF_MODELS__DIR=str(settings.models.dir))
     procs = [WorkerProcess(env, logs / f"bench-{run}-w{i}.log").start() for i in range(workers)]
@@ -105,6 +136,7 @@ def run_streaming(settings: Settings, folders: list[Path], uids: list[str], sour
         for proc in procs:
             proc.stop()
         producer.close(timeout=10)
+        delete_topics(kafka, [kafka.studies_topic, kafka.results_topic, kafka.dlq_topic])
     first = min(r.timestamp for r in submitted)
     by_key = {}
     for record in results:
@@ -209,8 +241,10 @@ def run_bench(settings: Settings, *, studies: int, seed: int, folders: list[Path
             for folder in folders:
                 store_study_folder(web, folder)
         versions = Screener(settings).pipeline_version
-        console.print(f"baseline: {len(folders)} studies one at a time ({versions})")
+        console.print(f"baseline: {len(folders)} studies one at a time, naive read, whole-grid inference ({versions})")
         runs = [run_baseline(settings, folders, source)]
+        console.print("vcfscreen core, one study at a time")
+        runs.append(run_core_sequential(settings, folders, source))
         for workers in worker_counts:
             console.print(f"streaming with {workers} worker(s)")
             runs.append(run_streaming(settings, folders, uids, source, workers, scratch))

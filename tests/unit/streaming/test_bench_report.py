@@ -40,3 +40,33 @@ def test_demo_tables_read_results_and_headers():
     assert "intake to result" in text and "2.50" in text and "2.00" in text
     assert "vertebrae grade 3 (severe, >40%)" in text
     assert "studies flagged" in text
+
+
+def test_naive_read_reads_every_dicom_file_whole_and_skips_the_rest(study_folders, tmp_path):
+    from streaming.bench import naive_read
+
+    folder, uid = study_folders[0]
+    datasets = naive_read(folder)
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert len(datasets) == len(files) > 0
+    assert all(ds.StudyInstanceUID == uid for ds in datasets)
+    assert all("PixelData" in ds for ds in datasets)  # whole files, pixels included
+    (folder / "truth.json").write_text("{}")
+    try:
+        assert len(naive_read(folder)) == len(files)
+    finally:
+        (folder / "truth.json").unlink()
+
+
+def test_the_baseline_runs_the_segmenter_over_the_whole_grid(monkeypatch):
+    """The naive baseline differs from the core in reading and in the spine region only."""
+    from engine.settings import Settings
+    from streaming import bench
+
+    seen = {}
+    monkeypatch.setattr(bench, "_run_sequential",
+                        lambda name, settings, folders, source, read: seen.update(name=name, roi=settings.models.spine_roi_mm, read=read))
+    bench.run_baseline(Settings(), [], "file")
+    assert seen["roi"] == 0.0 and seen["read"] is bench.naive_read
+    bench.run_core_sequential(Settings(), [], "file")
+    assert seen["roi"] == Settings().models.spine_roi_mm > 0 and seen["read"] is not bench.naive_read
