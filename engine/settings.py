@@ -243,11 +243,9 @@ class GradingSettings(_Group):
     """Posterior height loss against the neighbours' interpolated height from which the
     neighbours, not the vertebra's own posterior wall, give its expected height (crush)."""
     severe_override_margin: float = Field(default=0.10, ge=0, lt=1)
-    """Morphometric height loss above grade3_height_loss by this margin keeps its grade even
-    when the classifier disagrees (gross collapse is not a segmentation artefact)."""
-    classifier_confidence: float = Field(default=0.80, gt=0.25, le=1)
-    """Probability of its most likely grade at which the classifier's own grade is used
-    where the morphometry found no deformity."""
+    """Height loss above grade3_height_loss by this margin is a gross collapse: noted on the
+    finding when the classifier does not confirm it, and graded when only the classifier's
+    grade output sees a fracture."""
 
     @model_validator(mode="after")
     def _increasing(self) -> GradingSettings:

@@ -122,6 +122,7 @@ def _finding(
     notes = list(deformity.notes if deformity is not None else ())
     if problem:
         notes.append(problem)
+    notes.extend(fused.notes)
     heights = None
     if measurement is not None:
         centroid = np.asarray(measurement.centroid_lps_mm)

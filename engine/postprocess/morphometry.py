@@ -45,6 +45,21 @@ error of each height (the tests assert the worst-case figures):
 - 2.5 mm slices along the axis (0.7 mm in plane): 3.0 / 2.5 / 1.0 mm, one slice.
 The AP depth and width are good to about one voxel; a binary box's centroid to half a
 voxel per axis. A body takes about 5 ms at 2 mm and 50-80 ms at 0.7 mm (two cores).
+
+On the held-out clinical-size phantoms (40 studies), the method and the segmentation were
+told apart by measuring the *true* label masks (0.75 x 0.75 x 2.5 mm) along the true axes:
+every height within about 5% at the median (fractured bodies: wedge anterior 0.95,
+biconcave middle 1.06, crush 0.99 of the truth). On the *screened* soft masks the posterior
+height is still right (median 1.02) but the smallest height of a fractured body reads 16%
+too tall (wedge 12%, biconcave 40%, crush 11%): the segmentation fills in a collapsed
+endplate, so the height loss of grade >= 2 bodies is under-read by 0.13 at the median.
+Using the true spine axis instead of the centroid-based one changes nothing (the axes
+differ by 1.4 degrees at the median), and lower ray quantiles, narrower lateral slabs or
+another iso-level trade that bias for noise on normal bodies. Normal bodies read an
+own-ratio loss >= 20% in 13% of cases (degenerative levels 32%, metal and sclerotic
+metastases 40%, first/last vertebra of the field 33% against the neighbours): the
+classifier, not this measurement, decides whether a body is fractured
+(:mod:`.fusion`).
 """
 
 from __future__ import annotations

@@ -75,6 +75,25 @@ def test_deformity_the_classifier_does_not_see_is_vetoed():
     assert t12.morphology == "crush"  # the morphometric shape is kept for the reader
 
 
+def test_severe_collapse_the_classifier_does_not_see_is_vetoed_with_a_note():
+    masks, affine, _ = spine({"T12": 0.4})
+    t12 = {f.level: f for f in findings_from_vertebrae(inputs(masks, affine), SETTINGS)}["T12"]
+    assert t12.height_loss == pytest.approx(0.62, abs=0.04)
+    assert (t12.morphometric_grade, t12.genant_grade, t12.decided_by) == (3, 0, "classifier_veto")
+    assert t12.fracture_probability == HEALTHY.fracture_probability
+    assert any("not confirmed by the classifier" in note for note in t12.notes)
+
+
+def test_classifier_grade_above_the_measured_loss_is_kept_and_explained():
+    """A mask that under-reads a collapse (here 19% measured) does not hold the grade down."""
+    severe = ClassifierOutput(0.99, (0.0, 0.05, 0.25, 0.70))
+    masks, affine, _ = spine({"L1": 0.85})
+    l1 = {f.level: f for f in findings_from_vertebrae(inputs(masks, affine, {"L1": severe}), SETTINGS)}["L1"]
+    assert (l1.morphometric_grade, l1.classifier_grade) == (0, 3)
+    assert (l1.genant_grade, l1.decided_by) == (3, "classifier")
+    assert any("graded 3 by the classifier, above the morphometric grade 0" in note for note in l1.notes)
+
+
 def test_body_cut_by_the_volume_edge_is_not_measured():
     masks, affine, _ = spine({})
     # axis0 runs Superior: dropping the top slices cuts the first body (T11) in half.
