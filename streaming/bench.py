@@ -167,7 +167,9 @@ def _settle(procs, partitions: int, timeout_s: float = 180.0) -> None:
             if not proc.alive():
                 raise RuntimeError(f"a bench worker exited:\n{proc.log_text()[-3000:]}")
         time.sleep(0.3)
-    raise TimeoutError("the bench workers did not settle on their partitions")
+    tails = "\n".join(f"--- worker {k} ---\n{p.log_text()[-1500:]}" for k, p in enumerate(procs))
+    raise TimeoutError(f"the bench workers did not settle on the {partitions} partitions in {timeout_s:.0f} s; "
+                       f"last assignments {[p.assignment() for p in procs]}\n{tails}")
 
 
 def _figures(name: str, count: int, wall_s: float, latencies, stages: dict, statuses) -> dict:
