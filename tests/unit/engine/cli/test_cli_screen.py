@@ -54,7 +54,8 @@ def restore_logging():
 @pytest.fixture
 def stand_in(monkeypatch):
     """The screener's backend is the stand-in models."""
-    monkeypatch.setattr(engine.screen, "make_backend", lambda settings: IntensityBackend())
+    # The fracture head confirms every crop and grades none: the grades are the measured ones.
+    monkeypatch.setattr(engine.screen, "make_backend", lambda settings: IntensityBackend(confirm_all=True))
 
 
 def _lines(text: str) -> list[ScreeningResult]:

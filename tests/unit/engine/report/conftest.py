@@ -26,10 +26,11 @@ class ScreenedStudy:
 
 @pytest.fixture(scope="session")
 def screened(tmp_path_factory) -> ScreenedStudy:
-    """T9..L5 with a 60% anterior wedge at L1 and a lateral curve, screened end to end."""
+    """T9..L5 with a 60% anterior wedge at L1 (which the stand-in classifier calls a fracture)
+    and a lateral curve, screened end to end."""
     study = spine_volume(wedge_level="L1", loss=0.6, lateral_shift=6.0)
     folder = write_spine_series(study, tmp_path_factory.mktemp("study") / "dicom")
-    output = Screener(Settings(), backend=IntensityBackend()).screen(folder, study_hint="study")
+    output = Screener(Settings(), backend=IntensityBackend(fractured=frozenset({"L1"}))).screen(folder, study_hint="study")
     if output.result.status != "ok":
         raise RuntimeError(f"the synthetic study did not screen: {output.result.reason}")
     return ScreenedStudy(study=study, folder=folder, output=output)
