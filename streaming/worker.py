@@ -53,8 +53,6 @@ log = logging.getLogger(__name__)
 
 SEND_ATTEMPTS = 3
 COMMIT_INTERVAL_S = 0.5
-TOPIC_METADATA_WAIT_S = 30.0
-"""Longest wait at start-up for the studies topic's partitions to be known (see Worker._await_topic_metadata)."""
 POLL_TIMEOUT_MS = 200
 ACK_WAIT_S = 30.0
 """After the revocation grace: how long to wait for Jobs already handed to the producer."""
@@ -109,34 +107,11 @@ class Worker:
 
     def start(self) -> Worker:
         self.pipeline.start()
-        self._await_topic_metadata()
         listener = rebalance_listener(self.consumer, self.on_revoked, self.on_assigned, self.on_lost)
         self.consumer.subscribe([self.settings.kafka.studies_topic], listener=listener)
         log.info("worker %s consuming %s as group %s (at most %d studies in flight)", self.worker_id,
                  self.settings.kafka.studies_topic, self.settings.kafka.group_id, self.settings.worker.max_in_flight)
         return self
-
-    def _await_topic_metadata(self, timeout_s: float = TOPIC_METADATA_WAIT_S) -> None:
-        """Know the studies topic's partitions before joining the group.
-
-        A member that joins while its metadata lacks the topic (a broker just restarted, the
-        topic just created) is assigned nothing; kafka-python 3 is meant to rejoin when the
-        metadata arrives, but was seen to stay at "assigned partitions: none" for minutes
-        (measured: a 300 s wait in the demo). Asking for the topic's partitions first makes
-        the first join see them. A topic still unknown after ``timeout_s`` is logged and
-        subscribed to anyway (it may be created later)."""
-        topic = self.settings.kafka.studies_topic
-        deadline = time.monotonic() + timeout_s
-        while True:
-            partitions = self.consumer.partitions_for_topic(topic)
-            if partitions:
-                log.debug("topic %s has %d partitions", topic, len(partitions))
-                return
-            if time.monotonic() >= deadline or self.stopping:
-                log.warning("topic %s has no partitions after %.0f s: subscribing anyway "
-                            "(create it, or allow the broker to auto-create topics)", topic, timeout_s)
-                return
-            time.sleep(0.5)
 
     def request_stop(self) -> None:
         """Stop intake and drain (safe to call from a signal handler)."""

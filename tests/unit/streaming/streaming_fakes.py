@@ -62,12 +62,7 @@ class FakeConsumer:
         self.closed = False
 
     # subscription and rebalances
-    def partitions_for_topic(self, topic):
-        self.metadata_requests = getattr(self, "metadata_requests", 0) + 1
-        return set(range(self.broker.partitions))
-
     def subscribe(self, topics, listener=None):
-        self.metadata_requests_at_subscribe = getattr(self, "metadata_requests", 0)
         self.topics_ = list(topics)
         self.listener = listener
         self._pending_assignment = {TopicPartition(t, p) for t in topics for p in range(self.broker.partitions)}

@@ -226,11 +226,3 @@ def test_health_reports_a_stalled_loop(harness_factory):
     h.worker.heartbeat -= 1.0
     ok, detail = h.worker.live()
     assert not ok and "stalled" in detail
-
-
-def test_the_worker_learns_the_topic_partitions_before_it_joins(harness_factory):
-    """A member joining without the topic's metadata is assigned nothing (seen with
-    kafka-python 3 after a broker restart); the worker asks for the partitions first."""
-    harness = harness_factory()
-    assert harness.consumer.metadata_requests_at_subscribe == 1, (
-        "the topic's partitions were not asked for before subscribing")
