@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 SEND_ATTEMPTS = 3
 COMMIT_INTERVAL_S = 0.5
+REJOIN_IDLE_S = 20.0
+"""Seconds without any partition after the first join before the worker rejoins once (see Worker._rejoin_if_idle)."""
 POLL_TIMEOUT_MS = 200
 ACK_WAIT_S = 30.0
 """After the revocation grace: how long to wait for Jobs already handed to the producer."""
@@ -93,6 +95,9 @@ class Worker:
         self.failure: BaseException | None = None
         self.heartbeat = time.monotonic()
         self.joined = False
+        self._idle_since: float | None = None
+        """When the worker, never yet assigned a partition, was assigned none (see _rejoin_if_idle)."""
+        self._rejoined = False
         self._broker: tuple[bool, str, float] = (False, "not connected to the broker yet", 0.0)
         self._last_lag = 0.0
         self._last_commit = 0.0
@@ -107,8 +112,8 @@ class Worker:
 
     def start(self) -> Worker:
         self.pipeline.start()
-        listener = rebalance_listener(self.consumer, self.on_revoked, self.on_assigned, self.on_lost)
-        self.consumer.subscribe([self.settings.kafka.studies_topic], listener=listener)
+        self._listener = rebalance_listener(self.consumer, self.on_revoked, self.on_assigned, self.on_lost)
+        self.consumer.subscribe([self.settings.kafka.studies_topic], listener=self._listener)
         log.info("worker %s consuming %s as group %s (at most %d studies in flight)", self.worker_id,
                  self.settings.kafka.studies_topic, self.settings.kafka.group_id, self.settings.worker.max_in_flight)
         return self
@@ -186,8 +191,27 @@ class Worker:
                 for record in records:
                     self._intake(tp, record)
         self._feed_pipeline()
+        self._rejoin_if_idle()
         self._refresh_lag()
         self._update_gauges()
+
+    def _rejoin_if_idle(self) -> None:
+        """Rejoin the group once if the first assignment was empty and stayed so for
+        ``REJOIN_IDLE_S``.
+
+        A worker started right after a broker restart may join before it knows the topic's
+        partitions: it is assigned nothing, and kafka-python 3 was seen not to rejoin when the
+        metadata arrived (make demo waited 300 s, 2 runs of 3 from a stopped stack). Leaving
+        and joining again makes the group rebalance with the metadata known. Once per process,
+        and never after the worker has had partitions, so a group with more workers than
+        partitions pays one extra rebalance per idle worker at most."""
+        if self._idle_since is None or self._rejoined or time.monotonic() - self._idle_since < REJOIN_IDLE_S:
+            return
+        self._rejoined = True
+        self._idle_since = None
+        log.warning("no partition assigned %.0f s after joining: leaving and joining the group again", REJOIN_IDLE_S)
+        self.consumer.unsubscribe()
+        self.consumer.subscribe([self.settings.kafka.studies_topic], listener=self._listener)
 
     def _intake(self, tp, record) -> None:
         ref = RecordRef(record.topic, record.partition, record.offset, record.key, record.value)
@@ -322,6 +346,11 @@ class Worker:
 
     def on_assigned(self, assigned) -> None:
         self.joined = True
+        if assigned:
+            self._idle_since = None
+            self._rejoined = True  # it has had partitions: an empty assignment later is the group's choice
+        elif not self._rejoined and self._idle_since is None:
+            self._idle_since = time.monotonic()
         # A partition that comes back to this consumer may keep the client's fetch position, past
         # the records abandoned on revocation: start it again from the first abandoned one.
         seek = getattr(self.consumer, "seek", None)

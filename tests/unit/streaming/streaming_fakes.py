@@ -62,6 +62,10 @@ class FakeConsumer:
         self.closed = False
 
     # subscription and rebalances
+    def unsubscribe(self):
+        self.unsubscribes = getattr(self, "unsubscribes", 0) + 1
+        self.topics_ = []
+
     def subscribe(self, topics, listener=None):
         self.topics_ = list(topics)
         self.listener = listener

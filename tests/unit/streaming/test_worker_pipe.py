@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 from streaming_fakes import make_settings
@@ -226,3 +227,25 @@ def test_health_reports_a_stalled_loop(harness_factory):
     h.worker.heartbeat -= 1.0
     ok, detail = h.worker.live()
     assert not ok and "stalled" in detail
+
+
+def test_a_worker_first_assigned_nothing_rejoins_once(harness_factory, monkeypatch):
+    """After a broker restart a member may join without the topic's metadata and be assigned
+    nothing for good (kafka-python 3); the worker leaves and joins again, once."""
+    import streaming.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "REJOIN_IDLE_S", 0.05)
+    harness = harness_factory()
+    harness.consumer.rebalance(set())  # the first assignment is empty
+    harness.worker.step()
+    assert harness.consumer.assignment() == set() and getattr(harness.consumer, "unsubscribes", 0) == 0
+    time.sleep(0.1)
+    harness.worker.step()  # idle past the bound: rejoin
+    assert harness.consumer.unsubscribes == 1 and harness.consumer.topics_ == [harness.settings.kafka.studies_topic]
+    harness.worker.step()  # the new subscription brings the partitions
+    assert len(harness.consumer.assignment()) == 2
+    harness.consumer.rebalance(set())
+    harness.worker.step()
+    time.sleep(0.1)
+    harness.worker.step()
+    assert harness.consumer.unsubscribes == 1, "after having partitions, an empty assignment is the group's choice"
