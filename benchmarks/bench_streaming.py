@@ -5,9 +5,10 @@ The same as ``vcfscreen bench`` (the figures and the plot go to benchmarks/resul
     python3 -m stack.stackctl up kafka          # orthanc too with --source dicomweb
     .venv/bin/python benchmarks/bench_streaming.py --studies 12 --workers 1,2
 
-The baseline screens the studies one at a time in this process (read, resample, infer,
-nothing overlapping); each streaming run publishes one StudyEvent per study once its
-``vcfscreen serve`` workers hold their partitions, and ends at the last result.
+The naive baseline screens the studies one at a time in this process, nothing overlapping
+(every file read whole by pydicom, the segmenter over the whole model grid); a second row runs
+vcfscreen's core one study at a time; each streaming run publishes one StudyEvent per study
+once its ``vcfscreen serve`` workers hold their partitions, and ends at the last result.
 """
 
 from __future__ import annotations

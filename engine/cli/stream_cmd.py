@@ -206,7 +206,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", help="Folder for the JSON figures and the PNG plot.")] = Path("benchmarks/results"),
         backend: BackendOption = None,
     ) -> None:
-        """End-to-end streaming throughput and latency (1 and 2 workers) against a sequential baseline."""
+        """End-to-end streaming throughput and latency (1 and 2 workers) against a naive sequential baseline."""
         from streaming.bench import run_bench
 
         settings = load_settings()
