@@ -66,6 +66,7 @@ _TEXT_VRS = frozenset({"CS", "UI", "LO", "SH"})
 _EXPLICIT_HEAD = Struct("<HH2sH")
 _IMPLICIT_HEAD = Struct("<HHL")
 _LONG_LENGTH = Struct("<L")
+_GROUP = Struct("<H")
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 
 _META_GROUP = 0x0002
@@ -301,19 +302,13 @@ def _walk_meta(head: _Head, position: int) -> tuple[dict[int, tuple[bytes, bytes
     while True:
         if position + 12 > len(data):
             data = head.extend(position + 12)
-        group, element, vr, length = _EXPLICIT_HEAD.unpack_from(data, position)
+        group = _GROUP.unpack_from(data, position)[0]
         if group != _META_GROUP:
             if not meta:
                 raise Declined("no file meta information")
             return meta, position
+        group, element, vr, length, start = _explicit_element(data, position)
         tag = group << 16 | element
-        if vr in _LONG_VRS:
-            length = _LONG_LENGTH.unpack_from(data, position + 8)[0]
-            start = position + 12
-        elif vr in _SHORT_VRS:
-            start = position + 8
-        else:
-            raise Declined("unknown VR in the file meta")
         if tag <= previous or length == _UNDEFINED_LENGTH or length & 1:
             raise Declined("unusual file meta element")
         end = start + length
@@ -321,6 +316,17 @@ def _walk_meta(head: _Head, position: int) -> tuple[dict[int, tuple[bytes, bytes
             data = head.extend(end)
         meta[tag] = (vr, data[start:end])
         previous, position = tag, end
+
+
+def _explicit_element(data: bytes, position: int) -> tuple[int, int, bytes, int, int]:
+    """Group, element, VR, value length and value offset of the explicit-VR element header at
+    ``position`` (the caller has at least 12 bytes there)."""
+    group, element, vr, length = _EXPLICIT_HEAD.unpack_from(data, position)
+    if vr in _LONG_VRS:
+        return group, element, vr, _LONG_LENGTH.unpack_from(data, position + 8)[0], position + 12
+    if vr in _SHORT_VRS:
+        return group, element, vr, length, position + 8
+    raise Declined("unknown VR")
 
 
 def _walk_dataset(
@@ -347,14 +353,7 @@ def _walk_dataset(
         if position + 12 > len(data):
             data = head.extend(position + 12)
         if explicit:
-            group, element, vr, length = _EXPLICIT_HEAD.unpack_from(data, position)
-            if vr in _LONG_VRS:
-                length = _LONG_LENGTH.unpack_from(data, position + 8)[0]
-                start = position + 12
-            elif vr in _SHORT_VRS:
-                start = position + 8
-            else:
-                raise Declined("unknown VR")
+            group, element, vr, length, start = _explicit_element(data, position)
         else:
             group, element, length = _IMPLICIT_HEAD.unpack_from(data, position)
             start = position + 8

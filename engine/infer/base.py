@@ -14,6 +14,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from engine.errors import ConfigurationError
+
 
 @runtime_checkable
 class InferenceBackend(Protocol):
@@ -59,6 +61,20 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     x = np.asarray(logits, dtype=np.float32)
     e = np.exp(x - np.max(x, axis=axis, keepdims=True))
     return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def check_volume(volume: np.ndarray, grid_multiple: int) -> None:
+    """Refuse what a segmentation backend cannot take: not one float32 (D, H, W) volume, or
+    extents that are not multiples of the model's grid (a settings mismatch, named)."""
+    if volume.ndim != 3:
+        raise ValueError(f"segment() takes one volume (D, H, W), got shape {volume.shape}")
+    if volume.dtype != np.float32:
+        raise TypeError(f"segment() takes float32 volumes, got {volume.dtype}")
+    if any(extent % grid_multiple for extent in volume.shape):
+        raise ConfigurationError(
+            f"volume shape {volume.shape} is not a multiple of the segmentation model's grid {grid_multiple}: "
+            f"preprocess.grid_multiple must be a multiple of {grid_multiple}"
+        )
 
 
 def channel_probability(logits: np.ndarray, channel: int) -> np.ndarray:

@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from engine.errors import ConfigurationError
-from engine.infer.base import sigmoid, softmax
+from engine.infer.base import check_volume, sigmoid, softmax
 from engine.models.contract import (
     CLS_FRACTURE_OUTPUT,
     CLS_GRADE_OUTPUT,
@@ -137,16 +137,7 @@ class OnnxBackend:
 
     def segment(self, volume: np.ndarray) -> np.ndarray:
         """Logits (C, D, H, W) float32 over :attr:`seg_classes`; D, H, W must be grid multiples."""
-        if volume.ndim != 3:
-            raise ValueError(f"segment() takes one volume (D, H, W), got shape {volume.shape}")
-        if volume.dtype != np.float32:
-            raise TypeError(f"segment() takes float32 volumes, got {volume.dtype}")
-        g = self.grid_multiple
-        if any(extent % g for extent in volume.shape):
-            raise ConfigurationError(
-                f"volume shape {volume.shape} is not a multiple of the segmentation model's grid {g}: "
-                f"preprocess.grid_multiple must be a multiple of {g}"
-            )
+        check_volume(volume, self.grid_multiple)
         x = np.ascontiguousarray(volume)[None, None]
         (logits,) = self._seg.session.run([SEG_OUTPUT], {SEG_INPUT: x})
         self.runs[SEG_MODEL] += 1

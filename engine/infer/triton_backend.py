@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import weakref
 from collections.abc import Mapping
 from typing import Self
@@ -31,10 +30,13 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 from tritonclient.utils.shared_memory import SharedMemoryException
 
 from engine.errors import ConfigurationError, TransientError
+from engine.infer.base import check_volume
 from engine.infer.triton_client import (
     TritonConnection,
     TritonRequestError,
+    first_line,
     is_transient,
+    retry_while_unavailable,
 )
 from engine.models.contract import (
     CLS_FRACTURE_OUTPUT,
@@ -68,11 +70,6 @@ log = logging.getLogger(__name__)
 _PIPELINE_OUTPUTS = [t.name for t in s.pipeline_spec().outputs]
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _unavailable(exc: InferenceServerException) -> bool:
     """An unavailable server (:func:`~engine.infer.triton_client.is_transient`: down, starting,
     stopping, including vcf_pipeline's inner calls answering "server not ready"), plus a served
@@ -82,6 +79,11 @@ def _unavailable(exc: InferenceServerException) -> bool:
     if is_transient(exc):
         return True
     return str(exc.status() or "") == "StatusCode.NOT_FOUND" or "no available versions" in str(exc).lower()
+
+
+def _lost_region(exc: InferenceServerException) -> bool:
+    """The server does not know one of our shared-memory regions (it restarted)."""
+    return "shared memory region" in str(exc).lower() and "vcfscreen_" in str(exc)
 
 
 def _release(regions: list[SystemShmRegion], connection: TritonConnection) -> None:
@@ -134,7 +136,7 @@ class TritonBackend:
         try:
             index = self.client.get_model_repository_index(as_json=True, client_timeout=self.settings.timeout_s)
         except InferenceServerException as exc:
-            return _first_line(exc)
+            return first_line(exc)
         for entry in index.get("models", []):
             if entry.get("name") == name:
                 return f"{entry.get('state', 'unknown state')}: {entry.get('reason', 'no reason given')}"
@@ -156,8 +158,8 @@ class TritonBackend:
                 problems += compare(served[name], expected)
         except InferenceServerException as exc:
             if is_transient(exc):
-                raise TransientError(f"Triton at {url} stopped answering during the start-up check: {_first_line(exc)}") from None
-            raise ConfigurationError(f"Triton at {url} refused the start-up check: {_first_line(exc)}") from None
+                raise TransientError(f"Triton at {url} stopped answering during the start-up check: {first_line(exc)}") from None
+            raise ConfigurationError(f"Triton at {url} refused the start-up check: {first_line(exc)}") from None
         if SEG_MODEL in served:
             classes = tuple(served[SEG_MODEL].parameters.get("class_names", "").split(","))
             if classes != SEG_CLASSES:
@@ -193,8 +195,8 @@ class TritonBackend:
         except (InferenceServerException, SharedMemoryException, ImportError, RuntimeError) as exc:
             for region in regions:
                 region.close()
-            log.warning("Triton refused %s (%s): tensors go over gRPC", region_type.kind, _first_line(exc))
-            return f"gRPC ({region_type.kind} refused: {_first_line(exc)})"
+            log.warning("Triton refused %s (%s): tensors go over gRPC", region_type.kind, first_line(exc))
+            return f"gRPC ({region_type.kind} refused: {first_line(exc)})"
         self._in, self._out = regions
         return region_type.kind
 
@@ -278,46 +280,24 @@ class TritonBackend:
         outputs: list[str],
         to_shm: Mapping[str, tuple[type, tuple[int, ...]]] | None = None,
     ) -> dict[str, np.ndarray]:
-        """One request, retried while the server is unavailable (bounded: retries x timeout + back-off)."""
-        delay = self.settings.retry_backoff_s
-        with self._lock:
-            for attempt in range(self.settings.max_retries + 1):
-                try:
-                    return self._infer_once(model, inputs, outputs, to_shm or {})
-                except InferenceServerException as exc:
-                    message = _first_line(exc)
-                    # A restarted server has forgotten our regions: register again and retry.
-                    lost_region = "shared memory region" in str(exc).lower() and "vcfscreen_" in str(exc)
-                    if not _unavailable(exc) and not lost_region:
-                        raise TritonRequestError(f"model {model!r} rejected the request: {message}") from None
-                    for region in (self._in, self._out):
-                        if region is not None:
-                            region.mark_stale()
-                    if attempt == self.settings.max_retries:
-                        raise TransientError(
-                            f"Triton at {self.settings.url} unavailable for model {model!r} after "
-                            f"{attempt + 1} attempts: {message}"
-                        ) from None
-                    log.warning("Triton unavailable (%s); retry %d in %.1f s", message, attempt + 1, delay)
-                    time.sleep(delay)
-                    delay *= 2
-        raise AssertionError("unreachable")  # the loop returns or raises
+        """One request, retried while the server is unavailable (bounded: retries x timeout + back-off).
 
-    def _check_volume(self, volume: np.ndarray) -> None:
-        if volume.ndim != 3:
-            raise ValueError(f"a volume (D, H, W) is needed, got shape {volume.shape}")
-        if volume.dtype != np.float32:
-            raise TypeError(f"float32 volumes are needed, got {volume.dtype}")
-        g = self.grid_multiple
-        if any(extent % g for extent in volume.shape):
-            raise ConfigurationError(
-                f"volume shape {volume.shape} is not a multiple of the segmentation model's grid {g}: "
-                f"preprocess.grid_multiple must be a multiple of {g}"
+        A restarted server has forgotten our shared-memory regions: that failure is retried
+        too, and every retry registers the regions again."""
+        def mark_stale() -> None:
+            for region in (self._in, self._out):
+                if region is not None:
+                    region.mark_stale()
+
+        with self._lock:
+            return retry_while_unavailable(
+                self.settings, model, lambda: self._infer_once(model, inputs, outputs, to_shm or {}),
+                transient=lambda exc: _unavailable(exc) or _lost_region(exc), before_retry=mark_stale,
             )
 
     def segment(self, volume: np.ndarray) -> np.ndarray:
         """Logits (C, D, H, W) float32 from ``vertebra_seg``."""
-        self._check_volume(volume)
+        check_volume(volume, self.grid_multiple)
         shape = (1, len(self.seg_classes), *volume.shape)
         out = self._infer(SEG_MODEL, {SEG_INPUT: volume[None, None]}, [SEG_OUTPUT], {SEG_OUTPUT: (np.float32, shape)})
         return out[SEG_OUTPUT][0]
@@ -341,7 +321,7 @@ class TritonBackend:
 
     def _screen_tensor(self, tensor: np.ndarray, spacing_mm: np.ndarray) -> SpineReading:
         """The whole study in one ``vcf_pipeline`` request."""
-        self._check_volume(tensor)
+        check_volume(tensor, self.grid_multiple)
         spacing = np.asarray(spacing_mm, dtype=np.float64).reshape(3)
         out = self._infer(
             s.PIPELINE_MODEL,

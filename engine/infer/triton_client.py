@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -19,12 +21,54 @@ from engine.errors import StudyError, TransientError
 from engine.settings import TritonSettings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # gRPC status codes that mean "not now" rather than "never".
 _TRANSIENT_STATUS = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.RESOURCE_EXHAUSTED"}
 # Messages of a server that is not up (yet, or any more), whatever status code carries them: while
 # Triton shuts down, vcf_pipeline's inner (BLS) calls fail with INTERNAL "Server not ready".
 _TRANSIENT_TEXT = ("failed to connect", "server not ready", "stopping")
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def retry_while_unavailable(
+    settings: TritonSettings,
+    model: str,
+    request: Callable[[], T],
+    transient: Callable[[InferenceServerException], bool] | None = None,
+    before_retry: Callable[[], None] | None = None,
+) -> T:
+    """``request()``, retried with exponential back-off while Triton is unavailable.
+
+    ``transient`` (default :func:`is_transient`) says which failures may succeed later; any
+    other failure is a :class:`TritonRequestError` at once. ``before_retry`` runs after each
+    transient failure (e.g. to mark shared-memory regions for re-registration). After
+    ``settings.max_retries`` retries the failure is a :class:`TransientError`."""
+    transient = transient or is_transient
+    delay = settings.retry_backoff_s
+    for attempt in range(settings.max_retries + 1):
+        try:
+            return request()
+        except InferenceServerException as exc:
+            message = first_line(exc)
+            if not transient(exc):
+                raise TritonRequestError(f"model {model!r} rejected the request: {message}") from None
+            if before_retry is not None:
+                before_retry()
+            if attempt == settings.max_retries:
+                raise TransientError(
+                    f"Triton at {settings.url} unavailable for model {model!r} after "
+                    f"{attempt + 1} attempts: {message}"
+                ) from None
+            log.warning("Triton unavailable (%s); retry %d in %.1f s", message, attempt + 1, delay)
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 class TritonRequestError(StudyError):
@@ -71,23 +115,10 @@ class TritonConnection:
             tensor.set_data_from_numpy(array)
             request_inputs.append(tensor)
         request_outputs = [grpcclient.InferRequestedOutput(name) for name in outputs]
-        delay = self.settings.retry_backoff_s
-        for attempt in range(self.settings.max_retries + 1):
-            try:
-                result = self.client.infer(
-                    model, request_inputs, outputs=request_outputs, client_timeout=self.settings.timeout_s
-                )
-                return {name: result.as_numpy(name) for name in outputs}
-            except InferenceServerException as exc:
-                first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                if not is_transient(exc):
-                    raise TritonRequestError(f"model {model!r} rejected the request: {first_line}") from None
-                if attempt == self.settings.max_retries:
-                    raise TransientError(
-                        f"Triton at {self.settings.url} unavailable for model {model!r} after "
-                        f"{attempt + 1} attempts: {first_line}"
-                    ) from None
-                log.warning("Triton unavailable (%s); retry %d in %.1f s", first_line, attempt + 1, delay)
-                time.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")  # the loop returns or raises
+        def once() -> dict[str, np.ndarray]:
+            result = self.client.infer(
+                model, request_inputs, outputs=request_outputs, client_timeout=self.settings.timeout_s
+            )
+            return {name: result.as_numpy(name) for name in outputs}
+
+        return retry_while_unavailable(self.settings, model, once)
