@@ -14,8 +14,9 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing vcfscreen and its dependencies into $(VENV) (the first time takes a few minutes)"
-	@$(PY) -m pip install -q --upgrade "pip>=24"
-	@$(PY) -m pip install -q -e '.[test]'
+	@$(PY) -m pip install -q --upgrade "pip>=25.1"
+	@# torch's CUDA wheels are large (up to 230 MB each): resume an interrupted download rather than fail.
+	@$(PY) -m pip install -q --resume-retries 20 -e '.[test]'
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -162,11 +162,11 @@ class Triton(Service):
         print("triton: creating its environment (nvidia-pytriton, onnxruntime, numpy<2)", flush=True)
         shutil.rmtree(self.venv, ignore_errors=True)
         run([sys.executable, "-m", "venv", str(self.venv)], "triton: python -m venv")
-        run(
-            [str(self.venv / "bin" / "pip"), "install", "-q", "-r", str(requirements)],
-            "triton: pip install",
-            log=self.dir / "pip.log",
-        )
+        pip = str(self.venv / "bin" / "pip")
+        run([pip, "install", "-q", "--upgrade", "pip>=25.1"], "triton: pip upgrade", log=self.dir / "pip.log")
+        # The wheels are large: resume an interrupted download rather than fail (pip >= 25.1).
+        run([pip, "install", "-q", "--resume-retries", "20", "-r", str(requirements)],
+            "triton: pip install", log=self.dir / "pip.log")
         server = self.pytriton / "tritonserver"
         pyver = f"{sys.version_info.major}.{sys.version_info.minor}"
         stub = server / "python_backend_stubs" / pyver / "triton_python_backend_stub"

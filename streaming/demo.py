@@ -214,17 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"worker started (pid {worker.pid}, log {worker.log_path}); waiting for its partitions")
     started = time.time()
     try:
-        try:
-            worker.wait_assigned(60)
-        except TimeoutError:
-            # Seen right after a broker restart: the member joined before the topic's metadata
-            # was known, was assigned nothing, and kafka-python 3 did not rejoin. A new member
-            # makes the group rebalance with the metadata known.
-            console.print("the worker joined without the topic's partitions (seen after a broker restart): "
-                          "restarting it")
-            worker.stop()
-            worker = WorkerProcess(env, workdir / "worker.log").start()
-            worker.wait_assigned(240)
+        # A worker assigned nothing at first rejoins by itself after 20 s (Worker._rejoin_if_idle).
+        worker.wait_assigned(120)
         since_ms = int(time.time() * 1000)
         from streaming.events import event_for_dicomweb
         from streaming.submit import Publisher, RateLimiter
