@@ -186,7 +186,7 @@ class Screener:
 
         models_before = timer.ms.get("segment", 0.0) + timer.ms.get("classify", 0.0)
         start = time.perf_counter()
-        reading = read_spine(tensor, spacing, segment, classify, self.backend.crop_size)
+        reading = read_spine(tensor, spacing, segment, classify, self.backend.crop_size, self.settings.preprocess.hu_window)
         models = timer.ms.get("segment", 0.0) + timer.ms.get("classify", 0.0) - models_before
         timer.ms["postprocess"] = timer.ms.get("postprocess", 0.0) + (time.perf_counter() - start) * 1000.0 - models
         return reading

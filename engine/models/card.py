@@ -50,8 +50,11 @@ STANDING_LIMITS = (
         "ONNX metadata; the runtime refuses other settings."
     ),
     (
-        "Level names come from counting from the sacrum and the ribs; transitional anatomy (11 or "
-        "13 rib pairs, six lumbar vertebrae, sacralised L5) can shift the names by one level."
+        "Level names come from counting between the sacrum and the ribs, which the labeller finds "
+        "in the image beside each vertebra (not from these weights). Transitional anatomy (11 or 13 "
+        "rib pairs, six lumbar vertebrae) is read when the ribs show it; where another anatomy fits "
+        "nearly as well the result's notes say the naming is uncertain. With 11 or 13 rib pairs and "
+        "neither C7 nor the sacrum in view, no count can tell, and the names may be one level off."
     ),
     (
         "Known confounders of fracture screening (sclerotic metastases, scoliosis, surgical "

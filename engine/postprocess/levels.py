@@ -24,22 +24,26 @@ So the bodies are found along the **spine column** instead:
    below it stay right) but not reported, as there is nothing to measure.
 
 How levels are named, and why: the network finds bodies but does not name them (per-level
-classes fail by whole-level shifts). Names come from counting between two independent
-anchors that a TAP CT nearly always holds:
+classes fail by whole-level shifts). Names come from counting between two anchors that a TAP
+CT nearly always holds:
 
-* the **ribs**: a body with rib heads beside it is thoracic. The rib-bearing bodies must form
-  one block clearly apart from the rib-free ones (a few rib-head voxels beside a lumbar body,
-  e.g. on a transverse process, must not make it thoracic); otherwise the ribs are not used.
-  If a rib-free body lies above the first rib-bearing one (the cervical spine is in the
-  field of view), the first rib-bearing body is T1 and thoracic levels are counted down from
-  it, so 11 or 13 rib pairs give T11 or T13 as the last thoracic. Otherwise the last
-  rib-bearing body is T12 and levels are counted up from it (with 13 rib pairs and the
-  cervical spine out of view this is off by one; no image-only method can tell, and the
-  result's notes say which anchor was used).
-* the **sacrum**: the rib-free bodies between the last rib-bearing body and the sacrum are
-  lumbar, L1 downwards, however many there are (six lumbar vertebrae give L6). Without
-  usable ribs, the body above the sacrum is L5 and levels are counted up from it.
-  S1 is the top segment of the sacrum.
+* the **ribs**, found in the image rather than by the network: a rib's neck and tubercle lie
+  in a band behind and beside its vertebra (:data:`RIB_NECK_ZONE_MM`) where a lumbar vertebra
+  has no bone (its transverse processes lie further forward, the kidneys further out). Each
+  body gets a rib evidence (log-likelihood ratio) from the bone in that band on its weaker
+  side. The segmentation's rib-head class, which missed short floating ribs and marked
+  lumbar transverse processes, is used only when no image is given.
+* the **sacrum**: the body above it is the last lumbar vertebra. S1 is the top segment of the
+  sacrum.
+
+Every naming the anatomy allows is scored: the typical spine (12 thoracic, 5 lumbar) and the
+common transitional variants (11 or 13 rib pairs, six lumbar vertebrae), each with its prior,
+placed so the last body is the last lumbar vertebra (with the sacrum) or anywhere (without
+it), plus the rib evidence of every body the naming calls thoracic. The best naming wins; a
+rival within :data:`UNCERTAIN_MARGIN` is reported in the notes, and so are bodies whose ribs
+disagree with their names. One rib-like process beside a lumbar body cannot move the
+thoracolumbar junction (the prior and the neighbours outweigh it), and a missed or extra
+body in the column shifts only the levels above it when the sacrum is in view.
 
 Plain functions on numpy arrays; the only dependency is scipy.ndimage.
 """
@@ -79,6 +83,46 @@ LENGTH_SIGMA = 0.2
 """Spread of a vertebra's segment length around the local pitch (share of the pitch)."""
 MISSED_FRACTION = 0.2
 """A segment holding less body than this share of its neighbours' is a missed body."""
+RIB_BONE_HU = 200.0
+"""HU above which a voxel counts as rib bone (rib cortex is far above; enhanced kidneys, which
+lie beside L1-L3, can pass it too, so where the bone is matters more than how dense it is)."""
+RIB_NECK_ZONE_MM = ((30.0, 55.0), (30.0, 50.0))
+"""(lateral, posterior) band, from the centre line in the axial plane, where a rib's neck and
+tubercle lie beside its vertebra: behind the body, out to the transverse process. Lumbar
+transverse processes lie further forward and the kidneys further out, so a lumbar vertebra
+shows almost no bone there (measured on phantoms: T11/T12 >= 376 mm3 a side, L1 <= 144)."""
+FIRST_RIB_ZONE_MM = ((30.0, 60.0), (-10.0, 50.0))
+"""The first rib leaves T1 steeply forward and down, beside the body rather than behind it:
+a wider band, used for the upper thoracic levels (C7's short transverse processes stay
+inside 30 mm)."""
+RIB_MIDPOINT_MM3 = 250.0
+"""Bone in the rib-neck band (the lesser of the two sides) at which a vertebra is as likely
+rib-bearing as not."""
+FIRST_RIB_MIDPOINT_MM3 = 120.0
+"""The same in the first-rib band."""
+TOP_BAND_BODIES, TOP_BAND_MIN_BODIES = 2, 10
+"""In a column of at least 10 bodies, the top two take the stronger of the two bands'
+evidence: the first rib leaves T1 steeply forward, and no kidney lies that high; lower
+bodies take the rib-neck band's only."""
+CLASS_MAP_RIB_MIDPOINT_MM3 = 150.0
+"""Midpoint for the segmentation's rib-head class, used only when no image is given."""
+EVIDENCE_SLOPE, EVIDENCE_CAP = 2.0, 4.0
+"""Rib evidence (log-likelihood ratio, nats) per doubling of bone volume, and its bound: no
+single vertebra outweighs the anatomy prior and its neighbours together."""
+ANATOMY = (
+    ("12 thoracic, 5 lumbar", 12, 5, 0.88),
+    ("13 rib-bearing vertebrae (T13)", 13, 5, 0.04),
+    ("11 rib-bearing vertebrae", 11, 5, 0.04),
+    ("6 lumbar vertebrae (L6)", 12, 6, 0.04),
+)
+"""(description, thoracic count, lumbar count, prior): the common transitional variants at
+roughly their population share. A sacralised L5 is named L5 like any other."""
+CONFLICT_NATS = 2.0
+"""A body named thoracic with rib evidence below minus this, or named otherwise with evidence
+above it, is counted in the result's note of disagreements."""
+UNCERTAIN_MARGIN = 2.0
+"""A naming whose best alternative scores within this many nats is reported as uncertain."""
+
 
 
 @dataclass
@@ -215,17 +259,21 @@ class Column:
     s: np.ndarray
     """Arc length (mm) of each row's line point, increasing to Superior."""
 
-    def locate(self, points: np.ndarray, spacing_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(arc length, in-plane distance mm, inside) of voxel indices (N, 3). Points on rows
-        outside the line are not inside."""
+    def offsets(self, points: np.ndarray, spacing_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(arc length, in-plane offset mm (N, 2: posterior, left) from the line, inside) of
+        voxel indices (N, 3). Points on rows outside the line are not inside."""
         points = np.asarray(points)
         k = points[:, 0].astype(int) - int(self.rows[0])
         inside = (k >= 0) & (k < len(self.rows))
         k = np.clip(k, 0, len(self.rows) - 1)
         offset = (points[:, 1:] - self.centre[k]) * spacing_mm[1:]
-        distance = np.hypot(offset[:, 0], offset[:, 1])
         along = self.s[k] + offset[:, 0] * self.tangent[k, 1] + offset[:, 1] * self.tangent[k, 2]
-        return along, distance, inside
+        return along, offset, inside
+
+    def locate(self, points: np.ndarray, spacing_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(arc length, in-plane distance mm, inside) of voxel indices (N, 3)."""
+        along, offset, inside = self.offsets(points, spacing_mm)
+        return along, np.hypot(offset[:, 0], offset[:, 1]), inside
 
     def point_at(self, s_value: float) -> np.ndarray:
         """Voxel index of the line at arc length ``s_value``."""
@@ -523,43 +571,137 @@ def _rib_scores(bodies: list[ColumnBody], class_map: np.ndarray, column: Column,
         body.rib_score = float(np.count_nonzero((along >= s0) & (along < s1))) * voxel_mm3
 
 
-def rib_block(scores: np.ndarray, min_mm3: float = 20.0) -> tuple[np.ndarray, bool]:
-    """Rib-bearing flags from per-body rib-head volumes (superior first), and whether the ribs
-    can be trusted.
+def image_rib_volumes(
+    bodies: list[ColumnBody], column: Column, volume: np.ndarray, spacing_mm: np.ndarray, bone_level: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per body, the bone volume (mm3, the lesser of the two sides) within its segment in the
+    rib-neck band and in the first-rib band (see :data:`RIB_NECK_ZONE_MM`)."""
+    n = len(bodies)
+    neck, first = np.zeros(n), np.zeros(n)
+    if n == 0:
+        return neck, first
+    r0, r1 = int(column.rows[0]), int(column.rows[-1]) + 1
+    points = np.argwhere(np.asarray(volume[r0:r1]) > bone_level)
+    if len(points) == 0:
+        return neck, first
+    points[:, 0] += r0
+    along, offset, _inside = column.offsets(points, spacing_mm)
+    posterior, lateral = offset[:, 0], offset[:, 1]
+    left = lateral > 0
+    voxel_mm3 = float(np.prod(spacing_mm))
+    bands = []
+    for (lat_lo, lat_hi), (post_lo, post_hi) in (RIB_NECK_ZONE_MM, FIRST_RIB_ZONE_MM):
+        bands.append((np.abs(lateral) >= lat_lo) & (np.abs(lateral) < lat_hi)
+                     & (posterior >= post_lo) & (posterior < post_hi))
+    for i, body in enumerate(bodies):
+        s0, s1 = body.s_range
+        segment = (along >= s0) & (along < s1)
+        for out, band in zip((neck, first), bands):
+            here = segment & band
+            out[i] = voxel_mm3 * min(np.count_nonzero(here & left), np.count_nonzero(here & ~left))
+    return neck, first
 
-    The rib-bearing bodies are one contiguous block. The block is the one that best separates
-    high from low scores (least squares, two levels); it is trusted only when the bodies
-    outside it score clearly lower (at most a third of the block's median, and no more than
-    one of them above half of it). A few rib-head voxels beside lumbar bodies then cannot
-    make the ribs reach the sacrum."""
-    n = len(scores)
-    flags = np.zeros(n, dtype=bool)
-    scores = np.asarray(scores, dtype=float)
-    if n == 0 or not np.any(scores >= min_mm3):
-        return flags, False
-    if float(scores.min()) >= max(min_mm3, 0.5 * float(np.median(scores))):
-        return np.ones(n, dtype=bool), True  # every body in view bears ribs
-    best, best_cost = None, np.inf
-    for first in range(n):
-        for last in range(first, n):
-            inner = scores[first : last + 1]
-            outer = np.concatenate([scores[:first], scores[last + 1 :]])
-            cost = float(((inner - inner.mean()) ** 2).sum())
-            if outer.size:
-                cost += float(((outer - outer.mean()) ** 2).sum())
-            if cost < best_cost - 1e-9:
-                best, best_cost = (first, last), cost
-    first, last = best
-    inner = scores[first : last + 1]
-    outer = np.concatenate([scores[:first], scores[last + 1 :]])
-    level = float(np.median(inner))
-    if level < min_mm3:
-        return flags, False
-    flags[first : last + 1] = True
-    if outer.size == 0:
-        return flags, True
-    trusted = float(np.median(outer)) <= level / 3.0 and int(np.sum(outer > 0.5 * level)) <= 1
-    return flags, trusted
+
+def rib_evidence(volume_mm3: np.ndarray, midpoint_mm3: float) -> np.ndarray:
+    """Log-likelihood ratio (nats) that a vertebra bears ribs, from the bone beside it."""
+    v = np.asarray(volume_mm3, dtype=float)
+    ratio = np.log2((v + 25.0) / (midpoint_mm3 + 25.0))
+    return np.clip(EVIDENCE_SLOPE * ratio, -EVIDENCE_CAP, EVIDENCE_CAP)
+
+
+def level_sequence(n_thoracic: int, n_lumbar: int) -> list[str]:
+    """C1..C7, T1..Tn, L1..Lm."""
+    return ([f"C{i}" for i in range(1, 8)] + [f"T{i}" for i in range(1, n_thoracic + 1)]
+            + [f"L{i}" for i in range(1, n_lumbar + 1)])
+
+
+@dataclass(frozen=True)
+class Naming:
+    """One reading of the column: a name per body (superior first; '' beyond the known
+    levels), the anatomy it assumes, and its score (log prior + rib evidence)."""
+
+    names: tuple[str, ...]
+    anatomy: str
+    score: float
+
+
+def body_evidence(rib: np.ndarray, first_rib: np.ndarray) -> np.ndarray:
+    """Each body's rib evidence, fixed before any naming (a naming must not earn more by
+    calling a body by another name): the rib-neck band's, and at the top of a long column,
+    where the cervicothoracic junction can lie, the stronger of it and the first-rib band's."""
+    evidence = np.asarray(rib, dtype=float).copy()
+    if len(evidence) >= TOP_BAND_MIN_BODIES:
+        top = slice(0, TOP_BAND_BODIES)
+        evidence[top] = np.maximum(evidence[top], np.asarray(first_rib, dtype=float)[top])
+    return evidence
+
+
+def readings(rib: np.ndarray, first_rib: np.ndarray, has_sacrum: bool) -> list[Naming]:
+    """Every naming of the bodies consistent with the anatomy variants, best first.
+
+    With the sacrum below, the last body is the last lumbar vertebra, so each variant gives
+    one naming; without it the column may end anywhere. A naming scores its variant's prior
+    plus the rib evidence of every body it names thoracic (see :data:`TOP_BAND_BODIES`)."""
+    n = len(rib)
+    evidence = body_evidence(rib, first_rib)
+    found = []
+    for anatomy, n_thoracic, n_lumbar, prior in ANATOMY:
+        sequence = level_sequence(n_thoracic, n_lumbar)
+        spare = len(sequence) - n
+        offsets = [spare] if has_sacrum else range(min(0, spare), spare + 1)
+        for offset in offsets:
+            names = tuple(sequence[offset + i] if offset + i >= 0 else "" for i in range(n))
+            score = float(np.log(prior))
+            score += float(sum(evidence[i] for i, name in enumerate(names) if name.startswith("T")))
+            found.append(Naming(names, anatomy, score))
+    found.sort(key=lambda naming: -naming.score)
+    return found
+
+
+def name_levels(rib: np.ndarray, first_rib: np.ndarray, has_sacrum: bool) -> tuple[list[str], str, list[str]]:
+    """Level names for bodies ordered superior to inferior (all above the sacrum), the
+    anchors used, and notes. ``rib`` and ``first_rib`` are per-body rib evidence (nats, see
+    :func:`rib_evidence`)."""
+    n = len(rib)
+    rib = np.asarray(rib, dtype=float)
+    ribs_seen = bool(n) and bool(np.any(rib > 0) or np.any(np.asarray(first_rib) > 0))
+    if n == 0 or (not has_sacrum and not ribs_seen):
+        return [""] * n, "sacrum" if has_sacrum and n == 0 else "none", []
+    if not ribs_seen:
+        # No rib anywhere in view: the column lies below the ribs or the bands lie outside
+        # the image. Either way their absence says nothing about any one body.
+        rib = first_rib = np.zeros(n)
+    found = readings(rib, np.asarray(first_rib, dtype=float), has_sacrum)
+    best = found[0]
+    rival = next((r for r in found[1:] if r.names != best.names), None)
+    margin = best.score - rival.score if rival is not None else np.inf
+    notes: list[str] = []
+    if not has_sacrum and margin < 0.5:
+        # Without the sacrum the ribs must place the column; a run of rib-bearing bodies with
+        # neither end in view (T1 or the last thoracic) fits every placement equally.
+        notes.append("no sacrum, and the ribs in view do not show where the thoracic spine begins or ends")
+        return [""] * n, "none", notes
+    if best.anatomy != ANATOMY[0][0]:
+        notes.append(f"transitional anatomy read: {best.anatomy}")
+    if margin < UNCERTAIN_MARGIN:
+        top = next((name for name in rival.names if name), "")
+        notes.append(f"level naming uncertain: {rival.anatomy} with the top vertebra {top} "
+                     f"fits nearly as well (margin {margin:.1f})")
+    names = list(best.names)
+    thoracic = [i for i, name in enumerate(names) if name.startswith("T")]
+    evidence = body_evidence(rib, np.asarray(first_rib, dtype=float))
+    disagree = sum(1 for i, name in enumerate(names)
+                   if name and (evidence[i] < -CONFLICT_NATS if name.startswith("T") else evidence[i] > CONFLICT_NATS))
+    if disagree:
+        notes.append(f"the ribs seen disagree with the levels named at {disagree} vertebra{'e' if disagree > 1 else ''}")
+    parts = []
+    if ribs_seen and thoracic:
+        parts.append("ribs")
+        if any(name.startswith("C") for name in names):
+            parts.append("cervical")
+    if has_sacrum:
+        parts.append("sacrum")
+    return names, "+".join(parts) or "none", notes
 
 
 def sacrum_top(class_map: np.ndarray, spacing_mm: np.ndarray) -> tuple[Component | None, float | None]:
@@ -581,83 +723,47 @@ def sacrum_top(class_map: np.ndarray, spacing_mm: np.ndarray) -> tuple[Component
     return Component(np.argwhere(slab).mean(axis=0) + offset, sacrum.box, slab), top
 
 
-def name_levels(n_bodies: int, rib_flags: np.ndarray, has_sacrum: bool) -> tuple[list[str], str]:
-    """Level names for bodies ordered superior to inferior (all above the sacrum)."""
-    names = [""] * n_bodies
-    ribs = np.flatnonzero(rib_flags)
-    if len(ribs):
-        first, last = int(ribs[0]), int(ribs[-1])
-        if first > 0:
-            anchor = "ribs+cervical"
-            for k, i in enumerate(range(first, last + 1)):
-                names[i] = f"T{k + 1}"
-        else:
-            anchor = "ribs"
-            n_thoracic = last - first + 1
-            start = max(1, 12 - n_thoracic + 1)  # more than 12 rib-bearing bodies: from T1
-            for k, i in enumerate(range(first, last + 1)):
-                names[i] = f"T{start + k}"
-        for k, i in enumerate(range(first - 1, -1, -1)):
-            names[i] = f"C{7 - k}"
-        for k, i in enumerate(range(last + 1, n_bodies)):
-            names[i] = f"L{k + 1}"
-        if has_sacrum:
-            anchor += "+sacrum"
-        return names, anchor
-    if has_sacrum:
-        # Count up from the body above the sacrum: L5, L4, ..., L1, T12, ...
-        order = ["L5", "L4", "L3", "L2", "L1"] + [f"T{t}" for t in range(12, 0, -1)] + [f"C{c}" for c in range(7, 0, -1)]
-        for k, i in enumerate(range(n_bodies - 1, -1, -1)):
-            names[i] = order[k] if k < len(order) else ""
-        return names, "sacrum"
-    return names, "none"
-
-
 def label_levels(
-    class_map: np.ndarray, spacing_mm: np.ndarray, body_probability: np.ndarray | None = None
+    class_map: np.ndarray,
+    spacing_mm: np.ndarray,
+    body_probability: np.ndarray | None = None,
+    volume: np.ndarray | None = None,
+    bone_level: float | None = None,
 ) -> LevelResult:
     """Find, order and name the vertebral bodies (and S1) of one study's class map.
 
-    ``body_probability`` (the body channel of the softmax, same grid), when given, recovers
-    weakly segmented bodies by hysteresis (see :func:`body_mask`)."""
+    ``volume`` (the model input the class map came from) and ``bone_level`` (its value at
+    :data:`RIB_BONE_HU`), when given, supply the rib evidence from the image; without them
+    the segmentation's rib-head class does. ``body_probability`` (the body channel of the
+    softmax, same grid), when given, recovers weakly segmented bodies by hysteresis (see
+    :func:`body_mask`)."""
     spacing_mm = np.asarray(spacing_mm, dtype=float)
     notes: list[str] = []
-    bodies, _column, sacrum_s = column_bodies(class_map, spacing_mm, body_probability)
+    bodies, column, sacrum_s = column_bodies(class_map, spacing_mm, body_probability)
     s1, _top = sacrum_top(class_map, spacing_mm)
     has_sacrum = s1 is not None and sacrum_s is not None
     missed = sum(b.component is None for b in bodies)
     if missed:
         notes.append(f"{missed} vertebral bod{'y' if missed == 1 else 'ies'} missed by the segmentation "
                      "counted from the spacing of the column but not measured")
-    scores = np.array([b.rib_score for b in bodies])
-    flags, trusted = rib_block(scores)
-    if has_sacrum and flags.any():
-        lumbar = len(flags) - 1 - int(np.flatnonzero(flags)[-1])
-        if lumbar == 0 or lumbar > 6:
-            trusted = False  # no or 7+ lumbar bodies above the sacrum: the ribs were misread
-    if flags.any() and not trusted:
-        if has_sacrum:
-            notes.append("rib heads found beside too many bodies to tell thoracic from lumbar: ribs not used")
-            flags = np.zeros_like(flags)
-        else:
-            notes.append("rib heads found beside too many bodies to tell thoracic from lumbar, and no sacrum: "
-                         "levels from the clearest rib-bearing block, unreliable")
-    names, anchor = name_levels(len(bodies), flags, has_sacrum)
-    invalid = [name for name in names if name and name not in KNOWN_LEVELS]
-    if invalid:
-        # More rib-bearing (or lumbar) bodies than any spine has: the anchors disagree with
-        # the segmentation; those bodies are left unnamed rather than named impossibly.
-        notes.append(f"{len(invalid)} bodies beyond the known levels ({', '.join(invalid)}) left unnamed")
-        names = ["" if name in invalid else name for name in names]
-    if anchor in ("ribs", "ribs+sacrum"):
-        notes.append("cervical spine not in view: the last rib-bearing body was taken as T12")
-    if anchor == "none":
+    if volume is not None and bone_level is not None and column is not None:
+        neck, first = image_rib_volumes(bodies, column, volume, spacing_mm, bone_level)
+        rib, first_rib = rib_evidence(neck, RIB_MIDPOINT_MM3), rib_evidence(first, FIRST_RIB_MIDPOINT_MM3)
+    else:
+        rib = rib_evidence(np.array([b.rib_score for b in bodies]), CLASS_MAP_RIB_MIDPOINT_MM3)
+        first_rib = rib
+    names, anchor, naming_notes = name_levels(rib, first_rib, has_sacrum)
+    notes += naming_notes
+    if anchor == "none" and not naming_notes:
         notes.append("neither ribs nor sacrum found: levels cannot be named")
+    unnamed = sum(1 for name in names if not name)
+    if unnamed and anchor != "none":
+        notes.append(f"{unnamed} bod{'y' if unnamed == 1 else 'ies'} above the known levels left unnamed")
     shape = tuple(class_map.shape)
     vertebrae = [
         LabelledVertebra(name, b.component.centroid, b.component.box, b.component.local_mask, shape,
-                         rib_bearing=bool(f))
-        for name, b, f in zip(names, bodies, flags)
+                         rib_bearing=bool(evidence > 0))
+        for name, b, evidence in zip(names, bodies, rib)
         if name and b.component is not None
     ]
     if s1 is not None and s1.local_mask.any():

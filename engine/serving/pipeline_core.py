@@ -32,8 +32,9 @@ from engine.postprocess.crops import (
     soft_body_crop,
     soft_crop_bounds,
 )
-from engine.postprocess.levels import LabelledVertebra, LevelResult, label_levels
+from engine.postprocess.levels import RIB_BONE_HU, LabelledVertebra, LevelResult, label_levels
 from engine.serving import spec as s
+from engine.spine_roi import hu_to_unit
 
 Segment = Callable[[np.ndarray], np.ndarray]
 """Volume (D, H, W) float32 -> segmentation logits (C, D, H, W) float32."""
@@ -83,8 +84,10 @@ def read_spine(
     segment: Segment,
     classify: ClassifyProbabilities,
     crop_size: int,
+    hu_window: tuple[float, float],
 ) -> SpineReading:
-    """Segment, label, cut and classify one volume (D, H, W) float32 at ``spacing_mm``.
+    """Segment, label, cut and classify one volume (D, H, W) float32 at ``spacing_mm``,
+    normalised with ``hu_window`` (the labeller finds the ribs in it).
 
     The in-process core passes its backend's ``segment`` and ``classify`` (which returns
     probabilities); the Triton pipeline model passes its BLS calls, the classifier's through
@@ -93,7 +96,8 @@ def read_spine(
     class_map = logits.argmax(axis=0).astype(np.uint8)
     # Hysteresis on the body probability (label_levels' body_probability) is not used: on 10
     # held-out studies it lowered level identification from 83.8% to 73.2% with weights v1.
-    levels = label_levels(class_map, np.asarray(spacing_mm, dtype=float))
+    levels = label_levels(class_map, np.asarray(spacing_mm, dtype=float), volume=volume,
+                          bone_level=hu_to_unit(RIB_BONE_HU, hu_window))
     n = len(levels.vertebrae)
     classified = np.array([is_classified(v.level) for v in levels.vertebrae], dtype=bool).reshape(n)
     fracture = np.zeros(n, dtype=np.float32)

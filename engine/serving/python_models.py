@@ -159,6 +159,8 @@ class PipelineModel:
         self.max_batch = int(params["classifier_max_batch"])
         self.grid = int(params["grid_multiple"])
         self.num_classes = len(params["seg_classes"].split(","))
+        low, high = (float(v) for v in params["hu_window"].split(","))
+        self.hu_window = (low, high)
 
     def _exec(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> list[np.ndarray]:
         pb = _pb()
@@ -219,6 +221,7 @@ class PipelineModel:
                 reading = read_spine(
                     volume, spacing, self._segment,
                     lambda crops: batched_probabilities(self._classify, crops, self.max_batch), self.crop_size,
+                    self.hu_window,
                 )
                 tensors = [pb.Tensor(name, value) for name, value in encode(reading).items()]
                 responses.append(pb.InferenceResponse(output_tensors=tensors))

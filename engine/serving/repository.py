@@ -149,6 +149,7 @@ def model_configs(
         classifier_max_batch=CLS_MAX_BATCH,
         grid_multiple=facts.seg.metadata.grid_multiple,
         seg_classes=",".join(facts.seg.metadata.class_names),
+        hu_window=",".join(f"{v:g}" for v in facts.seg.metadata.hu_window),
     )
     return {config.name: config for config in (seg, cls, pipe)}
 

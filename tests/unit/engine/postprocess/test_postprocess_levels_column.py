@@ -12,10 +12,13 @@ from engine.postprocess.levels import (
     RIB_HEAD,
     SACRUM,
     column_bodies,
+    image_rib_volumes,
     label_levels,
     local_pitch,
+    name_levels,
     prior_pitch,
-    rib_block,
+    readings,
+    rib_evidence,
 )
 
 SPACING = np.array([2.0, 2.0, 2.0])
@@ -131,16 +134,15 @@ def test_rib_heads_beside_lumbar_bodies_do_not_move_the_thoracic_lumbar_junction
     assert names(cmap) == FULL
 
 
-def test_rib_heads_beside_every_body_are_not_trusted():
+def test_rib_heads_beside_every_body_do_not_move_the_sacrum_count():
     cmap, rows = column("TTTTTTTTTTTTLLLLL")
     c = cmap.shape[1] // 2
     for lo, hi in rows[12:]:
         cmap[lo + 3 : hi - 3, c + 4 : c + 8, c - 12 : c - 8] = RIB_HEAD
         cmap[lo + 3 : hi - 3, c + 4 : c + 8, c + 8 : c + 12] = RIB_HEAD
     result = label_levels(cmap, SPACING)
-    assert result.anchor == "sacrum"  # counted up from the sacrum instead
-    assert [v.level for v in result.vertebrae][-6:] == ["L1", "L2", "L3", "L4", "L5", "S1"]
-    assert any("ribs not used" in note for note in result.notes)
+    assert [v.level for v in result.vertebrae] == [f"T{i}" for i in range(1, 13)] + ["L1", "L2", "L3", "L4", "L5", "S1"]
+    assert any("disagree with the levels named at 5 vertebrae" in note for note in result.notes)
 
 
 def test_column_bodies_are_superior_first_and_disjoint():
@@ -154,22 +156,93 @@ def test_column_bodies_are_superior_first_and_disjoint():
         assert abs(body.centroid[0] - 0.5 * (lo + hi - 1)) < 1.0
 
 
+def evidence(kinds: str, strength: float = 4.0) -> np.ndarray:
+    """Rib evidence per body: +strength for 'T', -strength for 'L' or 'C'."""
+    return np.array([strength if k == "T" else -strength for k in kinds])
+
+
 @pytest.mark.parametrize(
-    "scores, flags, trusted",
+    "kinds, sacrum, expected, anatomy_note",
     [
-        ([300, 300, 280, 310, 0, 0, 0], [1, 1, 1, 1, 0, 0, 0], True),
-        ([0, 300, 300, 280, 310, 0, 0], [0, 1, 1, 1, 1, 0, 0], True),
-        ([300, 300, 280, 310, 20, 0, 60], [1, 1, 1, 1, 0, 0, 0], True),  # lumbar noise
-        ([300, 280, 250, 310, 200, 260, 240], [1, 1, 1, 1, 1, 1, 1], True),  # all thoracic
-        ([300, 100, 280, 120, 250, 90, 240], None, False),  # no clear block
-        ([0, 0, 0], [0, 0, 0], False),
+        ("T" * 12 + "L" * 5, True, [f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 6)], None),
+        ("C" + "T" * 12 + "L" * 5, True, ["C7"] + [f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 6)], None),
+        ("C" + "T" * 11 + "L" * 5, True, ["C7"] + [f"T{i}" for i in range(1, 12)] + [f"L{i}" for i in range(1, 6)],
+         "11 rib-bearing"),
+        ("T" * 5 + "L" * 6, True, ["T8", "T9", "T10", "T11", "T12"] + [f"L{i}" for i in range(1, 7)], "6 lumbar"),
+        ("T" * 8 + "L" * 4, False, [f"T{i}" for i in range(5, 13)] + ["L1", "L2", "L3", "L4"], None),  # no sacrum
+        ("L" * 4, True, ["L2", "L3", "L4", "L5"], None),  # no ribs in view: counted from the sacrum
     ],
 )
-def test_rib_block(scores, flags, trusted):
-    got_flags, got_trusted = rib_block(np.array(scores, dtype=float))
-    assert got_trusted == trusted
-    if flags is not None:
-        assert got_flags.astype(int).tolist() == flags
+def test_the_naming_that_best_fits_the_ribs_and_the_anatomy_wins(kinds, sacrum, expected, anatomy_note):
+    rib = evidence(kinds)
+    names, anchor, notes = name_levels(rib, rib, sacrum)
+    assert names == expected
+    assert anchor.endswith("sacrum") == sacrum
+    transitional = [note for note in notes if note.startswith("transitional anatomy")]
+    assert (anatomy_note in transitional[0]) if anatomy_note else not transitional
+
+
+def test_rib_noise_beside_one_lumbar_body_does_not_move_the_junction():
+    rib = evidence("T" * 12 + "L" * 5)
+    rib[14] = 3.0  # L3 reads as rib-bearing
+    names, _, notes = name_levels(rib, rib, True)
+    assert names[11:13] == ["T12", "L1"] and names[-1] == "L5"
+    assert any("disagree with the levels named at 1 vertebra" in note for note in notes)
+
+
+def test_ribs_with_neither_end_in_view_and_no_sacrum_name_nothing():
+    rib = evidence("T" * 9)
+    names, anchor, notes = name_levels(rib, rib, False)
+    assert names == [""] * 9 and anchor == "none"
+    assert any("do not show where the thoracic spine begins or ends" in note for note in notes)
+
+
+def test_a_close_call_between_two_anatomies_is_reported_as_uncertain():
+    # 18 bodies, ribs on the top 13: 13 rib pairs, or C7 with a rib-like process on top?
+    rib = evidence("T" * 13 + "L" * 5)
+    names, _, notes = name_levels(rib, rib, True)
+    assert names[0] == "T1" and names[12] == "T13"
+    assert any(note.startswith("level naming uncertain") for note in notes)
+    names = [r.names for r in readings(rib, rib, True)]
+    assert ("C7",) + tuple(f"T{i}" for i in range(1, 13)) + tuple(f"L{i}" for i in range(1, 6)) in names
+
+
+def image(kinds: str, sacrum: bool = True, processes: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
+    """The class map of :func:`column` (2 mm voxels) and a model-input volume in which each
+    'T' body has a rib neck on both sides (30-50 mm behind the centre line, 32-48 mm out),
+    and each 'L' body a transverse process further forward (20-26 mm behind) and a dense
+    kidney further out (64-80 mm): neither of which is a rib. Also the bone level."""
+    cmap, rows = column(kinds, sacrum=sacrum, width=90)
+    c = cmap.shape[1] // 2
+    volume = np.full(cmap.shape, 0.1, dtype=np.float32)
+    volume[cmap > 0] = 0.5
+    for kind, (lo, hi) in zip(kinds, rows):
+        for side in (-1, 1):
+            lateral = sorted((c + side * 16, c + side * 24))
+            if kind == "T":
+                volume[lo + 2 : hi - 2, c + 16 : c + 24, lateral[0] : lateral[1]] = 1.0
+            elif processes:
+                volume[lo + 2 : hi - 2, c + 10 : c + 13, lateral[0] : lateral[1]] = 1.0
+                kidney = sorted((c + side * 32, c + side * 40))
+                volume[lo : hi, c : c + 10, kidney[0] : kidney[1]] = 0.6
+    return cmap, volume, 0.286  # (200 HU - -200) / 1400: the default window
+
+
+def test_ribs_are_found_in_the_image_and_place_the_thoracolumbar_junction():
+    cmap, volume, bone = image("TTTTTLLLLLL")  # T8..T12, six lumbar vertebrae
+    result = label_levels(cmap, SPACING, volume=volume, bone_level=bone)
+    assert [v.level for v in result.vertebrae] == ["T8", "T9", "T10", "T11", "T12"] + [f"L{i}" for i in range(1, 7)] + ["S1"]
+    assert [v.rib_bearing for v in result.vertebrae][:6] == [True] * 5 + [False]
+    assert any("6 lumbar" in note for note in result.notes)
+
+
+def test_image_rib_volumes_count_the_neck_band_only():
+    cmap, volume, bone = image("TTLL", sacrum=True)
+    bodies, line, _ = column_bodies(cmap, SPACING)
+    neck, first = image_rib_volumes(bodies, line, volume, SPACING, bone)
+    assert neck[0] > 1000 and neck[1] > 1000  # 8 x 8 x 6 voxels of 8 mm3 a side
+    assert neck[2] == 0 and neck[3] == 0  # transverse processes and kidneys lie outside the band
+    assert rib_evidence(neck, 250.0)[:2].min() > 2 and rib_evidence(neck, 250.0)[2:].max() < -2
 
 
 def test_pitch_follows_the_anatomy_and_the_measured_discs():

@@ -20,6 +20,7 @@ from engine.settings import Settings
 from engine.volume import Volume
 
 CROP = 16
+WINDOW = Settings().preprocess.hu_window
 
 
 def spine(wedge: int = 13, loss: float = 0.5) -> tuple[Volume, np.ndarray]:
@@ -103,7 +104,8 @@ class ThroughPipeline(KnownSpine):
 
     def screen_tensor(self, tensor, spacing_mm):
         reading = read_spine(tensor, spacing_mm, self.seg_logits,
-                             lambda c: batched_probabilities(self._classify_logits, c, self.max_batch), CROP)
+                             lambda c: batched_probabilities(self._classify_logits, c, self.max_batch), CROP,
+                             WINDOW)
         tensors = encode(reading)
         spec = s.pipeline_spec()
         for t in spec.outputs:  # what the server returns has the declared dtypes and ranks
@@ -141,7 +143,7 @@ def test_unclassified_levels_get_the_neutral_output():
     _, cmap = spine()
     backend = ThroughPipeline(cmap)
     tensor = np.zeros(cmap.shape, np.float32)
-    reading = read_spine(tensor, np.array([2.0, 2.0, 2.0]), backend.seg_logits, backend.classify, CROP)
+    reading = read_spine(tensor, np.array([2.0, 2.0, 2.0]), backend.seg_logits, backend.classify, CROP, WINDOW)
     levels = [v.level for v in reading.levels.vertebrae]
     s1 = levels.index("S1")
     assert not reading.classified[s1] and reading.classified.sum() == len(levels) - 1
@@ -155,7 +157,7 @@ def test_a_study_without_vertebrae_round_trips():
     logits = np.zeros((5, 16, 16, 16), np.float32)
     logits[0] = 5.0
     calls = []
-    reading = read_spine(tensor, np.array([2.0, 2.0, 2.0]), lambda v: logits, lambda c: calls.append(c), CROP)
+    reading = read_spine(tensor, np.array([2.0, 2.0, 2.0]), lambda v: logits, lambda c: calls.append(c), CROP, WINDOW)
     back = decode(encode(reading))
     assert back.levels.vertebrae == [] and back.levels.anchor == "none" and calls == []
     assert back.levels.notes == reading.levels.notes and back.class_map.shape == (16, 16, 16)
@@ -165,7 +167,7 @@ def test_a_study_without_vertebrae_round_trips():
 def test_inconsistent_tensors_are_refused_not_misread():
     _, cmap = spine()
     backend = ThroughPipeline(cmap)
-    reading = read_spine(np.zeros(cmap.shape, np.float32), np.array([2.0, 2, 2]), backend.seg_logits, backend.classify, CROP)
+    reading = read_spine(np.zeros(cmap.shape, np.float32), np.array([2.0, 2, 2]), backend.seg_logits, backend.classify, CROP, WINDOW)
     tensors = encode(reading)
     short = dict(tensors, **{s.PIPE_SOFT_MASKS: tensors[s.PIPE_SOFT_MASKS][:-7]})
     with pytest.raises(PipelineProtocolError, match="masks hold"):
