@@ -32,7 +32,12 @@ from engine.postprocess.crops import (
     soft_body_crop,
     soft_crop_bounds,
 )
-from engine.postprocess.levels import RIB_BONE_HU, LabelledVertebra, LevelResult, label_levels
+from engine.postprocess.levels import (
+    RIB_BONE_HU,
+    LabelledVertebra,
+    LevelResult,
+    label_levels,
+)
 from engine.serving import spec as s
 from engine.spine_roi import hu_to_unit
 

@@ -242,6 +242,8 @@ def test_image_rib_volumes_count_the_neck_band_only():
     neck, first = image_rib_volumes(bodies, line, volume, SPACING, bone)
     assert neck[0] > 1000 and neck[1] > 1000  # 8 x 8 x 6 voxels of 8 mm3 a side
     assert neck[2] == 0 and neck[3] == 0  # transverse processes and kidneys lie outside the band
+    # the wider first-rib band does see the transverse processes: hence only at the column's top
+    assert first[0] >= neck[0] and first[2] > 0
     assert rib_evidence(neck, 250.0)[:2].min() > 2 and rib_evidence(neck, 250.0)[2:].max() < -2
 
 
