@@ -42,6 +42,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(1000, help="First training seed; the run is reproducible by seed."),
         seg_steps: int = typer.Option(1200, min=1, help="Segmenter optimiser steps."),
         cls_steps: int = typer.Option(1500, min=1, help="Classifier optimiser steps."),
+        cls_ordinal: float = typer.Option(0.0, min=0.0, help="Weight of the classifier's ordinal grade term (0: off)."),
         depth: int = typer.Option(18, help="Classifier ResNet depth: 18, 34 or 50."),
         matrix: int = typer.Option(192, min=64, help="Phantom matrix for training (192 ~ 2 mm pixels, fast)."),
         full_studies: int = typer.Option(12, min=0, help="Extra clinical-size (512 matrix) phantoms, ~25 s each."),
@@ -125,7 +126,7 @@ def register(app: typer.Typer) -> None:
             models.append({**describe_model_file(report.path), "name": "vertebra_seg", "parameters": count_parameters(net),
                            "architecture": "MONAI UNet 3-D", "config": {"channels": list(seg_config.channels)}})
         if what in ("all", "classifier"):
-            cfg = ClsTrainConfig(steps=cls_steps, seed=seed)
+            cfg = ClsTrainConfig(steps=cls_steps, seed=seed, ordinal_weight=cls_ordinal)
             t0 = time.monotonic()
             with _progress() as progress:
                 task = progress.add_task("classifier", total=cfg.steps, note="")
@@ -136,8 +137,10 @@ def register(app: typer.Typer) -> None:
             report = export_classifier(net, cls_config, out / settings.models.classifier_file, version=version,
                                        spacing_mm=spacing, hu_window=window, tolerance=1e-3)
             metrics["classification (held-out phantoms, true centroids)"] = classifier_metrics(net, held_out, cls_config.crop_size)
+            loss_name = "BCE (fracture) + cross-entropy (grade)" + (
+                f" + {cfg.ordinal_weight:g} x squared expected-grade error" if cfg.ordinal_weight else "")
             recipe["classifier"] = {"steps": cfg.steps, "batch": cfg.batch, "lr": cfg.lr, "jitter_voxels": cfg.jitter_voxels,
-                                    "loss": "BCE (fracture) + cross-entropy (grade)", "optimiser": "AdamW, one-cycle",
+                                    "loss": loss_name, "optimiser": "AdamW, one-cycle",
                                     "final_loss": round(float(np.mean(losses[-50:])), 4), "minutes": round(cls_s / 60, 1)}
             models.append({**describe_model_file(report.path), "name": "vertebra_cls", "parameters": count_parameters(net),
                            "architecture": f"MONAI ResNet-{depth} 3-D, two heads",

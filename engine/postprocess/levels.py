@@ -79,8 +79,10 @@ DEFAULT_PITCH_MM = 24.0
 """Pitch assumed when the column shows too few clear discs to measure it."""
 HYSTERESIS_LOW = 0.25
 """With the body probability: voxels above this join a body connected to argmax body voxels."""
-LENGTH_SIGMA = 0.2
-"""Spread of a vertebra's segment length around the local pitch (share of the pitch)."""
+LENGTH_SIGMA = 0.15
+"""Spread of a vertebra's segment length above the local pitch (share of the pitch)."""
+SHORT_SIGMA = 0.25
+"""Spread below it: a compressed body is shorter than its neighbours, never longer."""
 MISSED_FRACTION = 0.2
 """A segment holding less body than this share of its neighbours' is a missed body."""
 RIB_BONE_HU = 200.0
@@ -431,7 +433,8 @@ def cut_column(cut_cost: np.ndarray, pitch: np.ndarray, gaps: np.ndarray) -> lis
         length = (j - i).astype(float)
         pm = 0.5 * (pitch[i] + p)
         end = (i == 0) | (j == n - 1)
-        dev = (length - pm) / (sigma * pm)
+        excess = length - pm
+        dev = excess / (np.where(excess > 0, sigma, SHORT_SIGMA) * pm)
         seg = np.where(end, np.maximum(dev, 0.0) ** 2, dev**2)
         too_short = (~end) & (length < 0.45 * pm)
         seg = np.where(too_short, np.inf, seg)

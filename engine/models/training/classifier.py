@@ -39,6 +39,10 @@ class ClsTrainConfig:
     """Standard deviation of the crop-centre jitter in voxels."""
     seed: int = 0
     """Seed of sampling, augmentation and weight initialisation."""
+    ordinal_weight: float = 0.0
+    """Weight of the ordinal term: the squared distance between the grade head's expected
+    grade and the true grade. Cross-entropy alone treats calling a grade 3 "1" no worse than
+    calling it "2"; the term makes the head's mass gather around the true grade."""
 
 
 @dataclass
@@ -108,6 +112,10 @@ def train_classifier(
         loss = F.binary_cross_entropy_with_logits(fracture_logit[:, 0], (grades >= 1).float()) + F.cross_entropy(
             grade_logits, grades
         )
+        if config.ordinal_weight:
+            levels = torch.arange(grade_logits.shape[1], dtype=grade_logits.dtype)
+            expected = (torch.softmax(grade_logits, dim=1) * levels).sum(dim=1)
+            loss = loss + config.ordinal_weight * ((expected - grades.to(expected.dtype)) ** 2).mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()

@@ -258,3 +258,16 @@ def test_pitch_follows_the_anatomy_and_the_measured_discs():
     # discs every 26 mm with every other one missed: still 26, not 52
     pitch = local_pitch(np.concatenate([gaps[:3], gaps[4::2]]), n)
     assert np.all(np.abs(pitch[20:-20] - 26.0) < 3.5)
+
+
+def test_a_collapsed_body_keeps_its_own_segment():
+    # L1 crushed to 40% height, and the disc above it read as body (the segmentation fills a
+    # collapsed endplate): T12 and L1 touch. The split must not merge the short body into
+    # T12, since a fracture shortens a body and never lengthens one.
+    cmap, rows = column("TTTTTLLLLL")
+    c = cmap.shape[1] // 2
+    lo, hi = rows[5]
+    cmap[lo + 4 : hi + DISC_VOXELS, c - 8 : c + 6, c - 6 : c + 6] = 0  # upper 60% of L1 and the disc above: gone
+    cmap[hi - 2 : hi + DISC_VOXELS, c - 8 : c + 6, c - 6 : c + 6] = BODY  # T12 drawn down to the fractured endplate
+    names_found = names(cmap)
+    assert names_found == FULL
