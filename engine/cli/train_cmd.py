@@ -146,22 +146,23 @@ def register(app: typer.Typer) -> None:
                            "architecture": f"MONAI ResNet-{depth} 3-D, two heads",
                            "config": {"depth": depth, "widths": list(cls_config.widths), "crop_size": cls_config.crop_size}})
 
+        data = {"phantom_studies": studies, "seeds": f"{seed}..{seed + studies - 1}",
+                "clinical_size_studies": full_studies,
+                "clinical_size_seeds": f"{full_seeds.start}..{full_seeds.stop - 1}" if full_studies else "-",
+                "held_out_seeds": f"{seed + HELD_OUT_OFFSET}..{seed + HELD_OUT_OFFSET + validation - 1}",
+                "phantom_matrix": matrix, "generation_minutes": round(data_s / 60, 1)}
+        for name in recipe:  # each model records the data it was trained on
+            recipe[name]["data"] = f"{studies} phantoms (seeds {data['seeds']}) + {full_studies} clinical-size"
         if what != "all":  # keep what the other model's last training recorded
             before = _previous(out)
             models = [m for m in before.get("models", []) if m["name"] not in {m2["name"] for m2 in models}] + models
             metrics = {**{k: v for k, v in before.get("metrics", {}).items() if k not in metrics}, **metrics}
             recipe = {**before.get("training", {}).get("recipe", {}), **recipe}
+            data = before.get("training", {}).get("data", data)
         info = {
             "version": version,
             "models": models,
-            "training": {
-                "data": {"phantom_studies": studies, "seeds": f"{seed}..{seed + studies - 1}",
-                         "clinical_size_studies": full_studies,
-                         "clinical_size_seeds": f"{full_seeds.start}..{full_seeds.stop - 1}" if full_studies else "-",
-                         "held_out_seeds": f"{seed + HELD_OUT_OFFSET}..{seed + HELD_OUT_OFFSET + validation - 1}",
-                         "phantom_matrix": matrix, "generation_minutes": round(data_s / 60, 1)},
-                "recipe": recipe,
-            },
+            "training": {"data": data, "recipe": recipe},
             "metrics": metrics,
         }
         card = write_model_card(info, out / "MODEL_CARD.md")

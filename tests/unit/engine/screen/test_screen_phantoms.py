@@ -19,8 +19,9 @@ pytestmark = pytest.mark.slow
 
 UNDER_TRAINED = pytest.mark.xfail(
     strict=True,
-    reason="weights version 1: the segmenter is under-trained (MODEL_CARD.md, limits): some bodies are "
-    "missed and the level names below them shift; strict, so this fails loudly once the models pass",
+    reason="segmenter weights version 1 is under-trained (MODEL_CARD.md, limits): on these 192-matrix "
+    "phantoms it misses the top bodies (C7..T3 in one, T1-T2 in the other), and with 13 rib pairs and T1 "
+    "not found no count can name the levels; strict, so this fails loudly once the models pass",
 )
 CASES = [
     pytest.param(910_001, (PlantedFracture(level="L1", morphology="wedge", grade=3),), None,
