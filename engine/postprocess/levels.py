@@ -122,6 +122,8 @@ roughly their population share. A sacralised L5 is named L5 like any other."""
 CONFLICT_NATS = 2.0
 """A body named thoracic with rib evidence below minus this, or named otherwise with evidence
 above it, is counted in the result's note of disagreements."""
+TIE_NATS = 0.05
+"""Without the sacrum, readings this close are a tie: nothing in view places the column."""
 UNCERTAIN_MARGIN = 2.0
 """A naming whose best alternative scores within this many nats is reported as uncertain."""
 
@@ -679,9 +681,11 @@ def name_levels(rib: np.ndarray, first_rib: np.ndarray, has_sacrum: bool) -> tup
     rival = next((r for r in found[1:] if r.names != best.names), None)
     margin = best.score - rival.score if rival is not None else np.inf
     notes: list[str] = []
-    if not has_sacrum and margin < 0.5:
+    if not has_sacrum and margin < TIE_NATS:
         # Without the sacrum the ribs must place the column; a run of rib-bearing bodies with
-        # neither end in view (T1 or the last thoracic) fits every placement equally.
+        # neither end in view (T1 or the last thoracic) fits every placement equally. A close
+        # call is still named (and reported uncertain below): an unnamed body is not reported
+        # at all, and its fracture with it.
         notes.append("no sacrum, and the ribs in view do not show where the thoracic spine begins or ends")
         return [""] * n, "none", notes
     if best.anatomy != ANATOMY[0][0]:
