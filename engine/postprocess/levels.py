@@ -128,7 +128,6 @@ UNCERTAIN_MARGIN = 2.0
 """A naming whose best alternative scores within this many nats is reported as uncertain."""
 
 
-
 @dataclass
 class LabelledVertebra:
     level: str
@@ -770,7 +769,7 @@ def label_levels(
     vertebrae = [
         LabelledVertebra(name, b.component.centroid, b.component.box, b.component.local_mask, shape,
                          rib_bearing=bool(evidence > 0))
-        for name, b, evidence in zip(names, bodies, rib)
+        for name, b, evidence in zip(names, bodies, body_evidence(rib, first_rib))
         if name and b.component is not None
     ]
     if s1 is not None and s1.local_mask.any():

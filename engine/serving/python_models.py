@@ -159,6 +159,9 @@ class PipelineModel:
         self.max_batch = int(params["classifier_max_batch"])
         self.grid = int(params["grid_multiple"])
         self.num_classes = len(params["seg_classes"].split(","))
+        if "hu_window" not in params:  # a repository written before the labeller read the image
+            raise _pb().TritonModelException("vcf_pipeline's config has no hu_window parameter: regenerate "
+                                             "the model repository with `vcfscreen triton-repo`")
         low, high = (float(v) for v in params["hu_window"].split(","))
         self.hu_window = (low, high)
 

@@ -152,6 +152,13 @@ def test_missing_or_foreign_onnx_file_fails_loading_with_the_reason(pb, tiny_mod
         OnnxRuntimeModel().initialize(args_for(config))
 
 
+def test_a_pipeline_config_without_the_hu_window_says_to_regenerate_it(pb, tiny_models_dir):
+    config = model_configs(s.CPU, read_facts(tiny_models_dir), models_dir=str(tiny_models_dir))[s.PIPELINE_MODEL]
+    del config.parameters["hu_window"]
+    with pytest.raises(ModelException, match="no hu_window parameter: regenerate"):
+        PipelineModel().initialize(args_for(config))
+
+
 def test_models_dir_is_the_parameter_then_the_environment_then_the_package(monkeypatch, tmp_path):
     assert resolve_models_dir(str(tmp_path), "/repo/vertebra_seg") == tmp_path
     assert resolve_models_dir("../weights", "/repo/vertebra_seg") == Path("/repo/weights")
