@@ -151,8 +151,8 @@ def register(app: typer.Typer) -> None:
                 "clinical_size_seeds": f"{full_seeds.start}..{full_seeds.stop - 1}" if full_studies else "-",
                 "held_out_seeds": f"{seed + HELD_OUT_OFFSET}..{seed + HELD_OUT_OFFSET + validation - 1}",
                 "phantom_matrix": matrix, "generation_minutes": round(data_s / 60, 1)}
-        for name in recipe:  # each model records the data it was trained on
-            recipe[name]["data"] = f"{studies} phantoms (seeds {data['seeds']}) + {full_studies} clinical-size"
+        for entry in recipe.values():  # each model records the data it was trained on
+            entry["data"] = f"{studies} phantoms (seeds {data['seeds']}) + {full_studies} clinical-size"
         if what != "all":  # keep what the other model's last training recorded
             before = _previous(out)
             models = [m for m in before.get("models", []) if m["name"] not in {m2["name"] for m2 in models}] + models
