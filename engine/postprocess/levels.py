@@ -413,8 +413,9 @@ def cut_column(cut_cost: np.ndarray, pitch: np.ndarray, gaps: np.ndarray) -> lis
     """Cut positions (bin indices, first 0 and last n-1) splitting the column into vertebrae.
 
     Dynamic programming over 1 mm bins: each cut pays ``cut_cost`` of its bin, each segment a
-    quadratic penalty on its length's deviation from the local pitch (end segments, which may
-    be partial, only on excess), and a penalty for every clear disc it leaves uncut."""
+    quadratic penalty on its length's deviation from the local pitch, wider below it than above
+    (:data:`SHORT_SIGMA`, :data:`LENGTH_SIGMA`: a fracture shortens a body; end segments, which
+    may be partial, pay only on excess), and a penalty for every clear disc it leaves uncut."""
     n = len(cut_cost)
     if n < 2:
         return [0, max(0, n - 1)]
@@ -668,7 +669,9 @@ def name_levels(rib: np.ndarray, first_rib: np.ndarray, has_sacrum: bool) -> tup
     :func:`rib_evidence`)."""
     n = len(rib)
     rib = np.asarray(rib, dtype=float)
-    ribs_seen = bool(n) and bool(np.any(rib > 0) or np.any(np.asarray(first_rib) > 0))
+    # Seen means evidence the naming scores (the wide first-rib band also takes in lumbar
+    # transverse processes, and counts only at the top of a long column).
+    ribs_seen = bool(n) and bool(np.any(body_evidence(rib, np.asarray(first_rib, dtype=float)) > 0))
     if n == 0 or (not has_sacrum and not ribs_seen):
         return [""] * n, "sacrum" if has_sacrum and n == 0 else "none", []
     if not ribs_seen:
@@ -686,6 +689,11 @@ def name_levels(rib: np.ndarray, first_rib: np.ndarray, has_sacrum: bool) -> tup
         # call is still named (and reported uncertain below): an unnamed body is not reported
         # at all, and its fracture with it.
         notes.append("no sacrum, and the ribs in view do not show where the thoracic spine begins or ends")
+        return [""] * n, "none", notes
+    if not has_sacrum and not any(name.startswith("T") for name in best.names):
+        # Without the sacrum only the ribs can place the column; a naming without a thoracic
+        # body has nothing to stand on.
+        notes.append("no sacrum, and no rib-bearing vertebra among the bodies: levels cannot be named")
         return [""] * n, "none", notes
     if best.anatomy != ANATOMY[0][0]:
         notes.append(f"transitional anatomy read: {best.anatomy}")
@@ -760,7 +768,7 @@ def label_levels(
         first_rib = rib
     names, anchor, naming_notes = name_levels(rib, first_rib, has_sacrum)
     notes += naming_notes
-    if anchor == "none" and not naming_notes:
+    if not any(names) and not naming_notes:
         notes.append("neither ribs nor sacrum found: levels cannot be named")
     unnamed = sum(1 for name in names if not name)
     if unnamed and anchor != "none":

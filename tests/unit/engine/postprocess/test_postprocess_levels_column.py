@@ -283,3 +283,20 @@ def test_without_the_sacrum_a_close_call_is_named_and_reported_uncertain():
     assert names[0] == "T1" and names[12] == "T13" and names[13:] == ["L1", "L2", "L3"]
     assert anchor == "ribs"
     assert any(note.startswith("level naming uncertain") for note in notes)
+
+
+def test_a_lumbar_column_without_sacrum_or_ribs_is_not_named():
+    # Only transverse processes in the wide first-rib band, which the naming never scores
+    # below the top of a long column: no rib is seen, nothing anchors the names.
+    cmap, volume, bone = image("LLLLLLL", sacrum=False)
+    result = label_levels(cmap, SPACING, volume=volume, bone_level=bone)
+    assert result.vertebrae == [] and result.anchor == "none"
+    assert any("cannot be named" in note for note in result.notes)
+
+
+def test_first_rib_evidence_outside_the_top_of_a_long_column_changes_nothing():
+    rib = np.full(6, -4.0)
+    quiet, noisy = np.full(6, -4.0), np.full(6, -4.0)
+    noisy[3] = 1.0  # the wide band beside L4: a transverse process
+    assert name_levels(rib, quiet, True) == name_levels(rib, noisy, True)
+    assert name_levels(rib, noisy, True)[0] == ["T12", "L1", "L2", "L3", "L4", "L5"]  # no ribs seen: the prior
