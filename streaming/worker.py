@@ -97,7 +97,8 @@ class Worker:
         self.joined = False
         self._idle_since: float | None = None
         """When the worker, never yet assigned a partition, was assigned none (see _rejoin_if_idle)."""
-        self._rejoined = False
+        self._may_rejoin = True
+        """Until it has had partitions or has rejoined once."""
         self._broker: tuple[bool, str, float] = (False, "not connected to the broker yet", 0.0)
         self._last_lag = 0.0
         self._last_commit = 0.0
@@ -113,7 +114,7 @@ class Worker:
     def start(self) -> Worker:
         self.pipeline.start()
         self._listener = rebalance_listener(self.consumer, self.on_revoked, self.on_assigned, self.on_lost)
-        self.consumer.subscribe([self.settings.kafka.studies_topic], listener=self._listener)
+        self._subscribe()
         log.info("worker %s consuming %s as group %s (at most %d studies in flight)", self.worker_id,
                  self.settings.kafka.studies_topic, self.settings.kafka.group_id, self.settings.worker.max_in_flight)
         return self
@@ -205,12 +206,15 @@ class Worker:
         and joining again makes the group rebalance with the metadata known. Once per process,
         and never after the worker has had partitions, so a group with more workers than
         partitions pays one extra rebalance per idle worker at most."""
-        if self._idle_since is None or self._rejoined or time.monotonic() - self._idle_since < REJOIN_IDLE_S:
+        if not self._may_rejoin or self._idle_since is None or time.monotonic() - self._idle_since < REJOIN_IDLE_S:
             return
-        self._rejoined = True
+        self._may_rejoin = False
         self._idle_since = None
         log.warning("no partition assigned %.0f s after joining: leaving and joining the group again", REJOIN_IDLE_S)
         self.consumer.unsubscribe()
+        self._subscribe()
+
+    def _subscribe(self) -> None:
         self.consumer.subscribe([self.settings.kafka.studies_topic], listener=self._listener)
 
     def _intake(self, tp, record) -> None:
@@ -348,8 +352,8 @@ class Worker:
         self.joined = True
         if assigned:
             self._idle_since = None
-            self._rejoined = True  # it has had partitions: an empty assignment later is the group's choice
-        elif not self._rejoined and self._idle_since is None:
+            self._may_rejoin = False  # it has had partitions: an empty assignment later is the group's choice
+        elif self._may_rejoin and self._idle_since is None:
             self._idle_since = time.monotonic()
         # A partition that comes back to this consumer may keep the client's fetch position, past
         # the records abandoned on revocation: start it again from the first abandoned one.

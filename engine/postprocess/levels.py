@@ -530,7 +530,6 @@ def column_bodies(
         else:
             out.append(ColumnBody((s0, s1), component.centroid, component))
     out.reverse()  # superior first
-    _rib_scores(out, class_map, column, spacing_mm)
     return out, column, sacrum_s
 
 
@@ -764,6 +763,8 @@ def label_levels(
         neck, first = image_rib_volumes(bodies, column, volume, spacing_mm, bone_level)
         rib, first_rib = rib_evidence(neck, RIB_MIDPOINT_MM3), rib_evidence(first, FIRST_RIB_MIDPOINT_MM3)
     else:
+        if column is not None:
+            _rib_scores(bodies, class_map, column, spacing_mm)
         rib = rib_evidence(np.array([b.rib_score for b in bodies]), CLASS_MAP_RIB_MIDPOINT_MM3)
         first_rib = rib
     names, anchor, naming_notes = name_levels(rib, first_rib, has_sacrum)
