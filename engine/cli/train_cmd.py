@@ -48,6 +48,8 @@ def register(app: typer.Typer) -> None:
         full_studies: int = typer.Option(12, min=0, help="Extra clinical-size (512 matrix) phantoms, ~25 s each."),
         seg_patch: int = typer.Option(80, min=16, help="Segmenter training patch edge (a multiple of 16)."),
         seg_lr: float = typer.Option(3e-3, min=1e-6, help="Segmenter peak learning rate."),
+        seg_edge: float = typer.Option(
+            0.25, min=0.0, max=1.0, help="Share of segmenter patches on the spine where the volume ends (top or bottom)."),
         seg_init: Path = typer.Option(None, help="Continue from this exported segmenter (ONNX) instead of random weights."),
         version: str = typer.Option("1", help="Weights version written into the models."),
         out: Path = typer.Option(None, help="Output folder (default: models.dir from the settings)."),
@@ -106,7 +108,7 @@ def register(app: typer.Typer) -> None:
         if what in ("all", "segmenter"):
             if seg_patch % seg_config.grid_multiple:
                 raise typer.BadParameter(f"--seg-patch {seg_patch} must be a multiple of {seg_config.grid_multiple}")
-            cfg = SegTrainConfig(steps=seg_steps, seed=seed, patch=(seg_patch,) * 3, lr=seg_lr)
+            cfg = SegTrainConfig(steps=seg_steps, seed=seed, patch=(seg_patch,) * 3, lr=seg_lr, edge_focus=seg_edge)
             t0 = time.monotonic()
             with _progress() as progress:
                 task = progress.add_task("segmenter", total=cfg.steps, note="")
@@ -121,6 +123,9 @@ def register(app: typer.Typer) -> None:
             previous = _previous(out).get("training", {}).get("recipe", {}).get("segmenter") if seg_init else None
             recipe["segmenter"] = {"continued_from": f"{seg_init.name} ({previous})" if seg_init else "random initialisation",
                                    "steps": cfg.steps, "batch": cfg.batch, "patch": list(cfg.patch), "lr": cfg.lr,
+                                   "patches": f"{cfg.edge_focus:.0%} on the spine at the volume's ends, "
+                                              f"{max(0.0, min(1.0, cfg.edge_focus + cfg.spine_focus) - cfg.edge_focus):.0%}"
+                                              " elsewhere on the spine",
                                    "loss": "Dice + cross-entropy (MONAI DiceCELoss)", "optimiser": "AdamW, one-cycle",
                                    "final_loss": round(float(np.mean(losses[-50:])), 4), "minutes": round(seg_s / 60, 1)}
             models.append({**describe_model_file(report.path), "name": "vertebra_seg", "parameters": count_parameters(net),
