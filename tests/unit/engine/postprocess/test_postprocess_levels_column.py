@@ -12,6 +12,7 @@ from engine.postprocess.levels import (
     RIB_HEAD,
     SACRUM,
     column_bodies,
+    cut_by_scan,
     image_rib_volumes,
     label_levels,
     local_pitch,
@@ -300,3 +301,39 @@ def test_first_rib_evidence_outside_the_top_of_a_long_column_changes_nothing():
     noisy[3] = 1.0  # the wide band beside L4: a transverse process
     assert name_levels(rib, quiet, True) == name_levels(rib, noisy, True)
     assert name_levels(rib, noisy, True)[0] == ["T12", "L1", "L2", "L3", "L4", "L5"]  # no ribs seen: the prior
+
+
+def cut_at_top(cmap: np.ndarray, volume: np.ndarray, rows: list[tuple[int, int]], keep: int) -> None:
+    """The scan ends ``keep`` rows into the top body: everything above reads as grid padding."""
+    lo, _hi = rows[0]
+    cmap[lo + keep :] = 0
+    volume[lo + keep :] = 0.0
+
+
+def test_a_body_the_scan_cuts_is_told_from_a_whole_one_touching_the_edge():
+    cmap, volume, _ = image("TTTTLL")
+    _, rows = column("TTTTLL", width=90)
+    whole_c, whole_v = cmap.copy(), volume.copy()
+    whole_v[rows[0][1] :] = 0.0  # the scan ends right at the top body's upper endplate
+    bodies, _, _ = column_bodies(whole_c, SPACING)
+    assert not cut_by_scan(bodies, whole_v).any()
+    cut_at_top(cmap, volume, rows, keep=4)  # 8 of its 20 mm in view
+    bodies, _, _ = column_bodies(cmap, SPACING)
+    assert cut_by_scan(bodies, volume).tolist() == [True] + [False] * (len(bodies) - 1)
+
+
+def test_a_cut_c7_carrying_bone_beside_it_is_not_read_as_a_thirteenth_rib_bearing_vertebra():
+    # C7 cut by the scan's top, with bone in its first-rib band (the first rib rising from T1,
+    # or C7's own transverse process), then T1-T12, L1-L5 and the sacrum.
+    kinds = "C" + "T" * 12 + "L" * 5
+    cmap, volume, bone = image(kinds, processes=False)
+    _, rows = column(kinds, width=90)
+    c = cmap.shape[1] // 2
+    lo = rows[0][0]
+    volume[lo + 1 : lo + 4, c : c + 8, c + 27 : c + 30] = 1.0  # 54-60 mm out, in front of the neck band
+    volume[lo + 1 : lo + 4, c : c + 8, c - 30 : c - 27] = 1.0
+    cut_at_top(cmap, volume, rows, keep=5)
+    result = label_levels(cmap, SPACING, volume=volume, bone_level=bone)
+    assert [v.level for v in result.vertebrae] == ["C7"] + [f"T{i}" for i in range(1, 13)] + [
+        f"L{i}" for i in range(1, 6)] + ["S1"]
+    assert not any("13 rib-bearing" in note for note in result.notes)
