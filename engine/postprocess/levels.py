@@ -392,7 +392,12 @@ def local_pitch(gaps: np.ndarray, n: int, height0: float = 0.0) -> np.ndarray:
     d = np.diff(gaps).astype(float)
     mid = 0.5 * (gaps[1:] + gaps[:-1])
     m = np.clip(np.rint(mid).astype(int), 0, n - 1)
-    ratio_at = np.ones(n)
+    # Start from the patient's scale as the single-pitch distances give it: starting from the
+    # prior alone, a large patient (every distance a third above it) matches nothing but the
+    # distances spanning missed discs, and those read as a smaller patient.
+    single = d / prior[m]
+    single = single[(single >= 0.7) & (single <= 1.8)]
+    ratio_at = np.full(n, float(np.median(single)) if len(single) >= 3 else 1.0)
     for _ in range(4):
         expected = ratio_at[m] * prior[m]
         multiple = np.maximum(1, np.rint(d / expected))

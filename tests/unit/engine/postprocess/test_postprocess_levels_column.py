@@ -261,6 +261,21 @@ def test_pitch_follows_the_anatomy_and_the_measured_discs():
     assert np.all(np.abs(pitch[20:-20] - 26.0) < 3.5)
 
 
+def test_a_large_patient_is_measured_from_the_single_pitch_distances():
+    # Every vertebra a third larger than the anatomical prior, and two stretches where discs
+    # were missed (distances of 3 and 2 pitches). Starting from the prior, only those two
+    # stretches matched and read the patient as smaller than the prior.
+    n = 460
+    centres, s = [], 10.0
+    while s < n - 10:
+        centres.append(s)
+        s += 1.35 * float(prior_pitch(s))
+    gaps = np.array([c for i, c in enumerate(centres) if i not in (6, 7, 9)])
+    pitch = local_pitch(gaps, n)
+    ratio = pitch[20:-20] / prior_pitch(np.arange(n, dtype=float))[20:-20]
+    assert np.all(np.abs(ratio - 1.35) < 0.12)
+
+
 def test_a_collapsed_body_keeps_its_own_segment():
     # L1 crushed to 40% height, and the disc above it read as body (the segmentation fills a
     # collapsed endplate): T12 and L1 touch. The split must not merge the short body into
