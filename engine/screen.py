@@ -36,7 +36,7 @@ from engine.postprocess.crops import (  # noqa: F401
 )
 from engine.postprocess.findings import VertebraInput, findings_from_vertebrae
 from engine.postprocess.fusion import ClassifierOutput
-from engine.postprocess.levels import LevelResult
+from engine.postprocess.levels import LevelResult, cut_rows
 from engine.preprocess import ModelInput, Preprocessor
 from engine.results import ScreeningResult, pipeline_version
 from engine.serving.pipeline_core import SpineReading, read_spine
@@ -67,7 +67,7 @@ def make_backend(settings: Settings) -> InferenceBackend:
     if settings.models.backend == BackendKind.TRITON:
         from engine.infer.triton_backend import TritonBackend  # only when asked for
 
-        return TritonBackend(settings.triton, settings.models)
+        return TritonBackend(settings.triton, settings.models, preprocess=settings.preprocess)
     from engine.infer.onnx_backend import OnnxBackend
 
     return OnnxBackend(settings.models, settings.preprocess)
@@ -163,13 +163,16 @@ class Screener:
             reading = self._read_spine(model_input.tensor, spacing, timer)
         with timer.stage("postprocess"):
             inputs = []
+            cut = cut_rows([(v.box[0].start, v.box[0].stop) if v.level != "S1" else None
+                            for v in reading.levels.vertebrae], model_input.tensor)
             for k, v in enumerate(reading.levels.vertebrae):
                 soft, lo = reading.soft_masks[k]
                 classifier = (
                     ClassifierOutput.from_outputs(reading.fracture_probability[k], reading.grade_probabilities[k])
                     if reading.classified[k] else NEUTRAL
                 )
-                inputs.append(VertebraInput(v.level, soft, shifted_affine(model_input.affine, lo), classifier))
+                inputs.append(VertebraInput(v.level, soft, shifted_affine(model_input.affine, lo), classifier,
+                                            cut_by_scan=bool(cut[k])))
             findings = findings_from_vertebrae(inputs, self.settings.grading)
         return self._output(volume, model_input, findings, timer, reading.class_map, reading.levels)
 

@@ -6,9 +6,12 @@ grade over the whole spine (:mod:`.grading`) -> fusion with the classifier (:mod
 -> :class:`engine.results.VertebraFinding`. Build the study's result with
 ``ScreeningResult.from_findings(...)``, which computes the flag and the maximum grade.
 
-A body that cannot be measured (degenerate mask, or cut by the edge of the volume, where
+A body that cannot be measured (degenerate mask, or reaching the edge of the array, where
 its heights would read as a collapse) keeps its finding: its grade then comes from the
-classifier alone, and its notes say why. C1, C2 and S1 (:data:`.grading.NOT_GRADED`) are
+classifier alone, and its notes say why. A body the scan's first or last slice cuts
+(``cut_by_scan``, found by :func:`engine.postprocess.levels.cut_rows`) is reported but not
+graded: neither its heights nor a crop of half a body say anything about a fracture (on
+development phantoms such bodies gave 8 of the 12 false positives of grade >= 2). C1, C2 and S1 (:data:`.grading.NOT_GRADED`) are
 reported with their centroid and the classifier's probability but always grade 0
 (``decided_by = "not_graded"``): they have no ordinary body, and a sacral fracture is not a
 vertebral compression fracture.
@@ -48,6 +51,8 @@ class VertebraInput:
     mask: np.ndarray
     affine: np.ndarray
     classifier: ClassifierOutput
+    cut_by_scan: bool = False
+    """The scan's first or last slice cuts this body: reported, not graded."""
 
 
 def findings_from_vertebrae(
@@ -73,7 +78,7 @@ def findings_from_vertebrae(
     measured: dict[str, BodyMeasurement] = {}
     problems: dict[str, str] = {}
     for vertebra, axis in zip(ordered, axes):
-        if vertebra.level in NOT_GRADED:
+        if vertebra.level in NOT_GRADED or vertebra.cut_by_scan:
             continue
         try:
             measurement = measure_body(vertebra.mask, vertebra.affine, axis, anterior_direction(axis))
@@ -92,7 +97,7 @@ def findings_from_vertebrae(
         measurement = measured.get(level)
         deformity = deformities.get(level)
         findings.append(_finding(level, centroid, measurement, deformity, vertebra.classifier,
-                                 problems.get(level), settings))
+                                 problems.get(level), settings, vertebra.cut_by_scan))
     return findings
 
 
@@ -104,8 +109,11 @@ def _finding(
     classifier: ClassifierOutput,
     problem: str | None,
     settings: GradingSettings,
+    cut_by_scan: bool = False,
 ) -> VertebraFinding:
-    if level in NOT_GRADED:
+    if level in NOT_GRADED or cut_by_scan:
+        note = (f"{level} is not graded: the scan's first or last slice cuts its body" if level not in NOT_GRADED
+                else f"{level} is not graded: no ordinary vertebral body")
         return VertebraFinding(
             level=level,
             centroid_lps_mm=tuple(float(c) for c in centroid),  # type: ignore[arg-type]
@@ -115,7 +123,7 @@ def _finding(
             classifier_grade=classifier.grade,
             classifier_probability=classifier.fracture_probability,
             decided_by="not_graded",
-            notes=(f"{level} is not graded: no ordinary vertebral body",),
+            notes=(note,),
         )
     graded = deformity is not None
     fused = fuse(deformity, classifier, settings)

@@ -50,6 +50,7 @@ Plain functions on numpy arrays; the only dependency is scipy.ndimage.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 
@@ -618,20 +619,26 @@ def image_rib_volumes(
 
 
 def cut_by_scan(bodies: list[ColumnBody], volume: np.ndarray) -> np.ndarray:
-    """Per body, whether the scan's first or last slice cuts it: its body reaches the first or
-    last axis-0 row with any content (rows beyond are grid padding, 0 everywhere) and is
-    shorter along axis 0 than :data:`CUT_EXTENT` of its nearest whole neighbours. A whole body
-    can touch the edge too (or take in the sliver of the next one the edge cuts): it keeps its
-    full height."""
-    n = len(bodies)
+    """Per column body, whether the scan's first or last slice cuts it (see :func:`cut_rows`)."""
+    return cut_rows([(c.box[0].start, c.box[0].stop) if (c := b.component) is not None else None for b in bodies], volume)
+
+
+def cut_rows(extents: Sequence[tuple[int, int] | None], volume: np.ndarray) -> np.ndarray:
+    """Per body (axis-0 rows ``[start, stop)`` of its mask, superior or inferior first; None to
+    skip one), whether the scan's first or last slice cuts it: the body reaches the first or
+    last axis-0 row with any content of ``volume`` (rows beyond are grid padding, 0
+    everywhere) and is shorter along axis 0 than :data:`CUT_EXTENT` of its nearest whole
+    neighbours. A whole body can touch the edge too (or take in the sliver of the next one
+    the edge cuts): it keeps its full height."""
+    n = len(extents)
     cut = np.zeros(n, dtype=bool)
     rows = np.flatnonzero(np.asarray(volume).reshape(volume.shape[0], -1).max(axis=1) > 0)
     if not rows.size:
         return cut
     first, last = int(rows[0]), int(rows[-1])
-    extent = np.array([(b.component.box[0].stop - b.component.box[0].start) if b.component else 0 for b in bodies])
-    edge = np.array([b.component is not None and (b.component.box[0].start <= first + EDGE_ROWS
-                                                  or b.component.box[0].stop - 1 >= last - EDGE_ROWS) for b in bodies])
+    extent = np.array([(e[1] - e[0]) if e is not None else 0 for e in extents])
+    edge = np.array([e is not None and (e[0] <= first + EDGE_ROWS or e[1] - 1 >= last - EDGE_ROWS) for e in extents],
+                    dtype=bool)
     for i in np.flatnonzero(edge):
         near = [j for j in sorted(range(n), key=lambda j: abs(j - i)) if j != i and not edge[j] and extent[j]][:2]
         cut[i] = not near or extent[i] < CUT_EXTENT * float(np.mean(extent[near]))

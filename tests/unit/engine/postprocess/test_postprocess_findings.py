@@ -108,6 +108,21 @@ def test_body_cut_by_the_volume_edge_is_not_measured():
     assert any("one side only" in note for note in findings["T12"].notes)
 
 
+def test_a_body_the_scan_cuts_is_reported_but_not_graded_whatever_the_classifier_says():
+    masks, affine, centres = spine({})
+    given = inputs(masks, affine, {"T11": FRACTURED})
+    given[0] = VertebraInput("T11", masks[0], affine, FRACTURED, cut_by_scan=True)
+    findings = {f.level: f for f in findings_from_vertebrae(given, SETTINGS)}
+    t11 = findings["T11"]
+    assert (t11.genant_grade, t11.decided_by, t11.classifier_grade) == (0, "not_graded", 2)
+    assert any("first or last slice cuts" in note for note in t11.notes)
+    assert np.linalg.norm(np.array(t11.centroid_lps_mm) - centres[0]) < 1.0
+    # nor is it a neighbour for T12's reference height
+    assert any("one side only" in note for note in findings["T12"].notes)
+    assert ScreeningResult.from_findings("1.2.3", "1.2.3.4", list(findings.values()), pipeline_version="t",
+                                         grading=SETTINGS).max_genant_grade == 0
+
+
 def test_repeated_or_empty_levels_are_refused():
     masks, affine, _ = spine({})
     twice = inputs(masks, affine)[:2] + [VertebraInput("T11", masks[2], affine, HEALTHY)]
