@@ -171,6 +171,14 @@ def test_a_server_that_differs_from_the_client_is_refused_naming_both_sides(sett
     assert "the server cuts crops of 32 voxels, this client expects 24" in message
 
 
+def test_a_client_whose_window_differs_from_the_served_model_is_refused(settings):
+    window = settings.preprocess.model_copy(update={"hu_window": (-200.0, 1300.0)})
+    with pytest.raises(ConfigurationError) as caught:
+        TritonBackend(settings.triton, settings.models, preprocess=window)
+    assert "this client's preprocess.hu_window is -200,1300" in caught.value.message
+    TritonBackend(settings.triton, settings.models, preprocess=settings.preprocess).close()  # the same window is served
+
+
 def test_screen_command_runs_through_triton(triton, ok_study, tmp_path):
     folder = write_study(ok_study[0], tmp_path / "studies")
     out = tmp_path / "results.jsonl"
