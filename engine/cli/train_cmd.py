@@ -33,6 +33,15 @@ def _previous(out: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def lineage(init: Path, previous: dict | None) -> str:
+    """What a continued segmenter was trained on before, as one readable chain."""
+    if not previous:
+        return f"{init.name} (its recipe was not recorded beside it)"
+    before = previous.get("continued_from", "random initialisation")
+    return (f"{before}; then {previous.get('steps', '?')} steps, {previous.get('minutes', '?')} min, "
+            f"on {previous.get('data', 'data not recorded')}")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train(
@@ -121,7 +130,7 @@ def register(app: typer.Typer) -> None:
                                       spacing_mm=spacing, hu_window=window, tolerance=1e-3)
             metrics["segmentation (held-out phantoms)"] = segmenter_metrics(net, held_out, seg_config.out_channels)
             previous = _previous(out).get("training", {}).get("recipe", {}).get("segmenter") if seg_init else None
-            recipe["segmenter"] = {"continued_from": f"{seg_init.name} ({previous})" if seg_init else "random initialisation",
+            recipe["segmenter"] = {"continued_from": lineage(seg_init, previous) if seg_init else "random initialisation",
                                    "steps": cfg.steps, "batch": cfg.batch, "patch": list(cfg.patch), "lr": cfg.lr,
                                    "patches": f"{cfg.edge_focus:.0%} on the spine at the volume's ends, "
                                               f"{max(0.0, min(1.0, cfg.edge_focus + cfg.spine_focus) - cfg.edge_focus):.0%}"
@@ -157,7 +166,8 @@ def register(app: typer.Typer) -> None:
                 "held_out_seeds": f"{seed + HELD_OUT_OFFSET}..{seed + HELD_OUT_OFFSET + validation - 1}",
                 "phantom_matrix": matrix, "generation_minutes": round(data_s / 60, 1)}
         for entry in recipe.values():  # each model records the data it was trained on
-            entry["data"] = f"{studies} phantoms (seeds {data['seeds']}) + {full_studies} clinical-size"
+            entry["data"] = f"{studies} phantoms (seeds {data['seeds']}) + {full_studies} clinical-size" + (
+                f" (seeds {data['clinical_size_seeds']})" if full_studies else "")
         if what != "all":  # keep what the other model's last training recorded
             before = _previous(out)
             models = [m for m in before.get("models", []) if m["name"] not in {m2["name"] for m2 in models}] + models

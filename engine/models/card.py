@@ -61,7 +61,7 @@ STANDING_LIMITS = (
         "hardware, Schmorl nodes) may cause false positives."
     ),
     (
-        "The segmenter was trained on 96-voxel patches centred on the spine; screening runs it on "
+        "The segmenter was trained on 80-voxel patches centred on the spine; screening runs it on "
         "the region around the spine found from bone density (`models.spine_roi_mm`). Run over "
         "the whole field of view (0) it finds spurious structures and is slower."
     ),
@@ -144,10 +144,17 @@ def _fmt(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def _key_values(values: Mapping[str, Any]) -> list[str]:
+def _key_values(values: Mapping[str, Any], indent: str = "") -> list[str]:
+    """One bullet per key; a mapping (one model's recipe) as a nested list under its key."""
     if not values:
-        return ["(not recorded)"]
-    return [f"- **{key}**: {_fmt(value)}" for key, value in values.items()]
+        return [f"{indent}(not recorded)"]
+    lines = []
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            lines += [f"{indent}- **{key}**:", *_key_values(value, indent + "  ")]
+        else:
+            lines.append(f"{indent}- **{key}**: {_fmt(value)}")
+    return lines
 
 
 def _models_table(models: Sequence[Mapping[str, Any]]) -> list[str]:

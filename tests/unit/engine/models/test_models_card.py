@@ -41,6 +41,14 @@ def test_card_has_every_section_with_the_given_values(tmp_path):
     assert "- No cervical spine in the training phantoms." in text and "synthetic phantoms only" in text
 
 
+def test_a_recipe_per_model_is_a_nested_list_not_a_dict_repr():
+    info = {**INFO, "training": {"data": {}, "recipe": {"segmenter": {"steps": 2400, "lr": 0.001},
+                                                        "classifier": {"steps": 6000}}}}
+    text = model_card_markdown(info)
+    assert "- **segmenter**:\n  - **steps**: 2400\n  - **lr**: 0.001\n- **classifier**:\n  - **steps**: 6000" in text
+    assert "{" not in text.split("## Training recipe")[1].split("## Metrics")[0]
+
+
 def test_card_without_performance_omits_that_section():
     text = model_card_markdown({k: v for k, v in INFO.items() if k != "performance"})
     assert "## Measured performance" not in text and "## Limitations" in text
