@@ -11,10 +11,10 @@ its heights would read as a collapse) keeps its finding: its grade then comes fr
 classifier alone, and its notes say why. A body the scan's first or last slice cuts
 (``cut_by_scan``, found by :func:`engine.postprocess.levels.cut_rows`) is reported but not
 graded: neither its heights nor a crop of half a body say anything about a fracture (on
-development phantoms such bodies gave 8 of the 12 false positives of grade >= 2). C1, C2 and S1 (:data:`.grading.NOT_GRADED`) are
-reported with their centroid and the classifier's probability but always grade 0
-(``decided_by = "not_graded"``): they have no ordinary body, and a sacral fracture is not a
-vertebral compression fracture.
+development phantoms such bodies gave 8 of the 12 false positives of grade >= 2). C1, C2
+and S1 (:data:`.grading.NOT_GRADED`) are reported with their centroid and the classifier's
+probability but always grade 0 (``decided_by = "not_graded"``): they have no ordinary
+body, and a sacral fracture is not a vertebral compression fracture.
 """
 
 from __future__ import annotations
