@@ -36,7 +36,7 @@ from engine.postprocess.crops import (  # noqa: F401
 )
 from engine.postprocess.findings import VertebraInput, findings_from_vertebrae
 from engine.postprocess.fusion import ClassifierOutput
-from engine.postprocess.levels import LevelResult, cut_rows
+from engine.postprocess.levels import LevelResult
 from engine.preprocess import ModelInput, Preprocessor
 from engine.results import ScreeningResult, pipeline_version
 from engine.serving.pipeline_core import SpineReading, read_spine
@@ -163,8 +163,6 @@ class Screener:
             reading = self._read_spine(model_input.tensor, spacing, timer)
         with timer.stage("postprocess"):
             inputs = []
-            cut = cut_rows([(v.box[0].start, v.box[0].stop) if v.level != "S1" else None
-                            for v in reading.levels.vertebrae], model_input.tensor)
             for k, v in enumerate(reading.levels.vertebrae):
                 soft, lo = reading.soft_masks[k]
                 classifier = (
@@ -172,7 +170,7 @@ class Screener:
                     if reading.classified[k] else NEUTRAL
                 )
                 inputs.append(VertebraInput(v.level, soft, shifted_affine(model_input.affine, lo), classifier,
-                                            cut_by_scan=bool(cut[k])))
+                                            cut_by_scan=v.cut_by_scan))
             findings = findings_from_vertebrae(inputs, self.settings.grading)
         return self._output(volume, model_input, findings, timer, reading.class_map, reading.levels)
 

@@ -9,7 +9,7 @@ grade over the whole spine (:mod:`.grading`) -> fusion with the classifier (:mod
 A body that cannot be measured (degenerate mask, or reaching the edge of the array, where
 its heights would read as a collapse) keeps its finding: its grade then comes from the
 classifier alone, and its notes say why. A body the scan's first or last slice cuts
-(``cut_by_scan``, found by :func:`engine.postprocess.levels.cut_rows`) is reported but not
+(``cut_by_scan``, found by :func:`engine.postprocess.levels.cut_by_scan`) is reported but not
 graded: neither its heights nor a crop of half a body say anything about a fracture (on
 development phantoms such bodies gave 8 of the 12 false positives of grade >= 2). C1, C2
 and S1 (:data:`.grading.NOT_GRADED`) are reported with their centroid and the classifier's

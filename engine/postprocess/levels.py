@@ -50,7 +50,6 @@ Plain functions on numpy arrays; the only dependency is scipy.ndimage.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 
@@ -149,6 +148,8 @@ class LabelledVertebra:
     """Boolean mask of the body inside ``box``."""
     grid_shape: tuple[int, int, int] = (0, 0, 0)
     rib_bearing: bool = False
+    cut_by_scan: bool = False
+    """The scan's first or last slice cuts this body (see :func:`cut_by_scan`): reported, not graded."""
 
     @property
     def mask(self) -> np.ndarray:
@@ -622,26 +623,21 @@ def image_rib_volumes(
 
 
 def cut_by_scan(bodies: list[ColumnBody], volume: np.ndarray) -> np.ndarray:
-    """Per column body, whether the scan's first or last slice cuts it (see :func:`cut_rows`)."""
-    return cut_rows([(c.box[0].start, c.box[0].stop) if (c := b.component) is not None else None for b in bodies], volume)
-
-
-def cut_rows(extents: Sequence[tuple[int, int] | None], volume: np.ndarray) -> np.ndarray:
-    """Per body (axis-0 rows ``[start, stop)`` of its mask, superior or inferior first; None to
-    skip one), whether the scan's first or last slice cuts it: the body reaches the first or
-    last axis-0 row with any content of ``volume`` (rows beyond are grid padding, 0
+    """Per column body, whether the scan's first or last slice cuts it: its body reaches the
+    first or last axis-0 row with any content of ``volume`` (rows beyond are grid padding, 0
     everywhere) and is shorter along axis 0 than :data:`CUT_EXTENT` of its nearest whole
     neighbours. A whole body can touch the edge too (or take in the sliver of the next one
     the edge cuts): it keeps its full height."""
-    n = len(extents)
+    n = len(bodies)
     cut = np.zeros(n, dtype=bool)
     rows = np.flatnonzero(np.asarray(volume).reshape(volume.shape[0], -1).max(axis=1) > 0)
     if not rows.size:
         return cut
     first, last = int(rows[0]), int(rows[-1])
-    extent = np.array([(e[1] - e[0]) if e is not None else 0 for e in extents])
-    edge = np.array([e is not None and (e[0] <= first + EDGE_ROWS or e[1] - 1 >= last - EDGE_ROWS) for e in extents],
-                    dtype=bool)
+    spans = [b.component.box[0] if b.component is not None else None for b in bodies]
+    extent = np.array([span.stop - span.start if span is not None else 0 for span in spans])
+    edge = np.array([span is not None and (span.start <= first + EDGE_ROWS or span.stop - 1 >= last - EDGE_ROWS)
+                     for span in spans], dtype=bool)
     for i in np.flatnonzero(edge):
         near = [j for j in sorted(range(n), key=lambda j: abs(j - i)) if j != i and not edge[j] and extent[j]][:2]
         cut[i] = not near or extent[i] < CUT_EXTENT * float(np.mean(extent[near]))
@@ -809,6 +805,7 @@ def label_levels(
         cut = cut_by_scan(bodies, volume)
         rib[cut] = first_rib[cut] = 0.0
     else:
+        cut = np.zeros(len(bodies), dtype=bool)
         if column is not None:
             _rib_scores(bodies, class_map, column, spacing_mm)
         rib = rib_evidence(np.array([b.rib_score for b in bodies]), CLASS_MAP_RIB_MIDPOINT_MM3)
@@ -823,8 +820,8 @@ def label_levels(
     shape = tuple(class_map.shape)
     vertebrae = [
         LabelledVertebra(name, b.component.centroid, b.component.box, b.component.local_mask, shape,
-                         rib_bearing=bool(evidence > 0))
-        for name, b, evidence in zip(names, bodies, body_evidence(rib, first_rib))
+                         rib_bearing=bool(evidence > 0), cut_by_scan=bool(is_cut))
+        for name, b, evidence, is_cut in zip(names, bodies, body_evidence(rib, first_rib), cut)
         if name and b.component is not None
     ]
     if s1 is not None and s1.local_mask.any():

@@ -144,6 +144,7 @@ def encode(reading: SpineReading) -> dict[str, np.ndarray]:
         s.PIPE_CENTROIDS: np.array([v.centroid_index for v in vertebrae], dtype=np.float64).reshape(-1, 3),
         s.PIPE_BOXES: boxes.reshape(-1, 6),
         s.PIPE_RIB_BEARING: np.array([v.rib_bearing for v in vertebrae], dtype=bool),
+        s.PIPE_CUT_BY_SCAN: np.array([v.cut_by_scan for v in vertebrae], dtype=bool),
         s.PIPE_LOCAL_MASKS: _flat([v.local_mask for v in vertebrae], bool),
         s.PIPE_SOFT_MASKS: _flat([soft for soft, _ in reading.soft_masks], np.float32),
         s.PIPE_CLASSIFIED: reading.classified.astype(bool),
@@ -175,7 +176,7 @@ def decode(outputs: Mapping[str, np.ndarray]) -> SpineReading:
     names = [_text(v) for v in outputs[s.PIPE_LEVELS]]
     n = len(names)
     boxes, centroids = outputs[s.PIPE_BOXES], outputs[s.PIPE_CENTROIDS]
-    per_vertebra = (centroids, boxes, outputs[s.PIPE_RIB_BEARING], outputs[s.PIPE_CLASSIFIED],
+    per_vertebra = (centroids, boxes, outputs[s.PIPE_RIB_BEARING], outputs[s.PIPE_CUT_BY_SCAN], outputs[s.PIPE_CLASSIFIED],
                     outputs[s.PIPE_FRACTURE], outputs[s.PIPE_GRADES])
     if any(len(a) != n for a in per_vertebra):
         raise PipelineProtocolError(
@@ -183,14 +184,15 @@ def decode(outputs: Mapping[str, np.ndarray]) -> SpineReading:
         )
     local_flat, soft_flat = outputs[s.PIPE_LOCAL_MASKS], outputs[s.PIPE_SOFT_MASKS]
     vertebrae, soft_masks, at_local, at_soft = [], [], 0, 0
-    for name, centroid, box_row, rib in zip(names, centroids, boxes, outputs[s.PIPE_RIB_BEARING]):
+    for name, centroid, box_row, rib, cut in zip(names, centroids, boxes, outputs[s.PIPE_RIB_BEARING],
+                                                 outputs[s.PIPE_CUT_BY_SCAN]):
         box = tuple(slice(int(a), int(b)) for a, b in zip(box_row[:3], box_row[3:]))
         local_shape = tuple(int(b) - int(a) for a, b in zip(box_row[:3], box_row[3:]))
         local = _take(local_flat, at_local, local_shape, bool, "local_masks")
         at_local += local.size
         vertebra = LabelledVertebra(
             level=name, centroid_index=np.asarray(centroid, dtype=float), box=box,  # type: ignore[arg-type]
-            local_mask=local, grid_shape=grid, rib_bearing=bool(rib),  # type: ignore[arg-type]
+            local_mask=local, grid_shape=grid, rib_bearing=bool(rib), cut_by_scan=bool(cut),  # type: ignore[arg-type]
         )
         lo, hi = soft_crop_bounds(vertebra.box, grid)
         soft_shape = tuple(int(v) for v in hi - lo)

@@ -53,6 +53,7 @@ PIPE_LEVELS = "level_names"
 PIPE_CENTROIDS = "centroids"
 PIPE_BOXES = "boxes"
 PIPE_RIB_BEARING = "rib_bearing"
+PIPE_CUT_BY_SCAN = "cut_by_scan"
 PIPE_LOCAL_MASKS = "local_masks"
 PIPE_SOFT_MASKS = "soft_masks"
 PIPE_CLASSIFIED = "classified"
@@ -160,6 +161,7 @@ def pipeline_spec(num_grades: int = len(GRADE_CLASSES)) -> ModelSpec:
             TensorSpec(PIPE_CENTROIDS, "FP64", (-1, 3)),
             TensorSpec(PIPE_BOXES, "INT64", (-1, 6)),
             TensorSpec(PIPE_RIB_BEARING, "BOOL", (-1,)),
+            TensorSpec(PIPE_CUT_BY_SCAN, "BOOL", (-1,)),
             TensorSpec(PIPE_LOCAL_MASKS, "BOOL", (-1,)),
             TensorSpec(PIPE_SOFT_MASKS, "FP32", (-1,)),
             TensorSpec(PIPE_CLASSIFIED, "BOOL", (-1,)),

@@ -13,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,13 @@ class Sample:
     classes: np.ndarray
     """uint8 (D, H, W) class indices of engine.models.contract.SEG_CLASSES."""
     vertebrae: list[VertebraTruth]
+
+    @cached_property
+    def content_rows(self) -> tuple[int, int]:
+        """[first, stop) of the axis-0 rows with any content: the rows beyond are padding to
+        the grid multiple, 0 everywhere."""
+        rows = np.flatnonzero(self.tensor.reshape(self.tensor.shape[0], -1).max(axis=1) > 0)
+        return (int(rows[0]), int(rows[-1]) + 1) if rows.size else (0, int(self.tensor.shape[0]))
 
 
 def labels_to_model_grid(labels: np.ndarray, volume_affine: np.ndarray, model_input: ModelInput) -> np.ndarray:

@@ -68,9 +68,7 @@ def random_patch(sample: Sample, patch: Sequence[int], rng: np.random.Generator,
     foreground = None
     draw = rng.random()
     if draw < edge:
-        # The content's ends, not the tensor's: padding to the grid multiple reads 0 everywhere.
-        rows = np.flatnonzero(sample.tensor.reshape(shape[0], -1).max(axis=1) > 0)
-        first, last = (int(rows[0]), int(rows[-1]) + 1) if rows.size else (0, int(shape[0]))
+        first, last = sample.content_rows  # the content's ends, not the padded tensor's
         reach = max(1, int(size[0]) // 4 - 1)  # even the largest jitter away leaves the end inside
         ends = [slice(first, first + reach), slice(max(first, last - reach), last)]
         foreground = _labelled_voxel(sample.classes, rng, ends[int(rng.integers(2))])

@@ -134,7 +134,7 @@ def test_pipeline_path_equals_the_in_process_path(settings):
     for x, y in zip(local.levels.vertebrae, piped.levels.vertebrae):
         np.testing.assert_array_equal(x.mask, y.mask)
         np.testing.assert_array_equal(x.centroid_index, y.centroid_index)
-        assert x.box == y.box and x.rib_bearing == y.rib_bearing
+        assert x.box == y.box and x.rib_bearing == y.rib_bearing and x.cut_by_scan == y.cut_by_scan
     assert local.levels.anchor == piped.levels.anchor and local.levels.notes == piped.levels.notes
     assert piped_backend.batches == [5, 5, 5, 3]  # 18 graded bodies in runs of max_batch; S1 not classified
 
