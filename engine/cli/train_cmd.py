@@ -84,6 +84,7 @@ def register(app: typer.Typer) -> None:
         setup_logging(settings.logging)
         out = out or settings.models.dir
         out.mkdir(parents=True, exist_ok=True)
+        before = _previous(out)  # what the last training into this folder recorded
         torch.set_num_threads(max(1, torch.get_num_threads()))
         # More fractured studies than the clinical mix, so the rare class is seen often enough.
         phantom = PhantomConfig.fast(matrix=matrix, fracture_study_probability=0.7)
@@ -129,12 +130,11 @@ def register(app: typer.Typer) -> None:
             report = export_segmenter(net, seg_config, out / settings.models.segmentation_file, version=version,
                                       spacing_mm=spacing, hu_window=window, tolerance=1e-3)
             metrics["segmentation (held-out phantoms)"] = segmenter_metrics(net, held_out, seg_config.out_channels)
-            previous = _previous(out).get("training", {}).get("recipe", {}).get("segmenter") if seg_init else None
+            previous = before.get("training", {}).get("recipe", {}).get("segmenter") if seg_init else None
             recipe["segmenter"] = {"continued_from": lineage(seg_init, previous) if seg_init else "random initialisation",
                                    "steps": cfg.steps, "batch": cfg.batch, "patch": list(cfg.patch), "lr": cfg.lr,
                                    "patches": f"{cfg.edge_focus:.0%} on the spine at the volume's ends, "
-                                              f"{max(0.0, min(1.0, cfg.edge_focus + cfg.spine_focus) - cfg.edge_focus):.0%}"
-                                              " elsewhere on the spine",
+                                              f"{cfg.elsewhere_on_spine:.0%} elsewhere on the spine",
                                    "loss": "Dice + cross-entropy (MONAI DiceCELoss)", "optimiser": "AdamW, one-cycle",
                                    "final_loss": round(float(np.mean(losses[-50:])), 4), "minutes": round(seg_s / 60, 1)}
             models.append({**describe_model_file(report.path), "name": "vertebra_seg", "parameters": count_parameters(net),
@@ -169,7 +169,6 @@ def register(app: typer.Typer) -> None:
             entry["data"] = f"{studies} phantoms (seeds {data['seeds']}) + {full_studies} clinical-size" + (
                 f" (seeds {data['clinical_size_seeds']})" if full_studies else "")
         if what != "all":  # keep what the other model's last training recorded
-            before = _previous(out)
             models = [m for m in before.get("models", []) if m["name"] not in {m2["name"] for m2 in models}] + models
             metrics = {**{k: v for k, v in before.get("metrics", {}).items() if k not in metrics}, **metrics}
             recipe = {**before.get("training", {}).get("recipe", {}), **recipe}

@@ -3,8 +3,9 @@
 Random patches, most of them centred on the spine (the class of interest fills a few per
 cent of a TAP volume), a share of them on the spine where the volume ends cranially or
 caudally (the bodies a scan cuts or barely covers are the ones an under-trained network
-misses, and with them the count that names every level), intensity and noise augmentation, left-right flips (never cranio-
-caudal ones: level naming reads the order of the bodies), MONAI's Dice + cross-entropy loss.
+misses, and with them the count that names every level), intensity and noise augmentation,
+left-right flips (never cranio-caudal ones: level naming reads the order of the bodies),
+MONAI's Dice + cross-entropy loss.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ class SegTrainConfig:
     edge_focus: float = 0.0
     """Share of patches centred on a labelled voxel within a quarter patch of the volume's
     superior or inferior end (so the patch holds the end and what lies beyond it)."""
+
+    @property
+    def elsewhere_on_spine(self) -> float:
+        """Share of patches centred on any labelled voxel (``spine_focus`` after the edge share)."""
+        return min(1.0, self.edge_focus + self.spine_focus) - self.edge_focus
     seed: int = 0
     """Seed of patch sampling, augmentation and weight initialisation."""
 
