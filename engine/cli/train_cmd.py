@@ -52,9 +52,13 @@ def register(app: typer.Typer) -> None:
         seg_steps: int = typer.Option(1200, min=1, help="Segmenter optimiser steps."),
         cls_steps: int = typer.Option(1500, min=1, help="Classifier optimiser steps."),
         cls_ordinal: float = typer.Option(0.0, min=0.0, help="Weight of the classifier's ordinal grade term (0: off)."),
+        cls_tilt: float = typer.Option(
+            0.0, min=0.0, max=60.0, help="Largest random sagittal tilt of the classifier's crops, degrees (0: upright)."),
         depth: int = typer.Option(18, help="Classifier ResNet depth: 18, 34 or 50."),
         matrix: int = typer.Option(192, min=64, help="Phantom matrix for training (192 ~ 2 mm pixels, fast)."),
         full_studies: int = typer.Option(12, min=0, help="Extra clinical-size (512 matrix) phantoms, ~25 s each."),
+        cls_upper: int = typer.Option(
+            0, min=0, help="Extra phantoms with a fracture planted at T1..T5, for the classifier only; ~2 s each."),
         seg_patch: int = typer.Option(80, min=16, help="Segmenter training patch edge (a multiple of 16)."),
         seg_lr: float = typer.Option(3e-3, min=1e-6, help="Segmenter peak learning rate."),
         seg_edge: float = typer.Option(
@@ -75,7 +79,7 @@ def register(app: typer.Typer) -> None:
         from engine.models.training.evaluation import classifier_metrics, segmenter_metrics
         from engine.models.training.segmenter import SegTrainConfig, train_segmenter
         from engine.phantom import PhantomConfig
-        from engine.phantom.training import training_example
+        from engine.phantom.training import training_example, upper_thoracic_fracture
         from engine.preprocess import Preprocessor
 
         if what not in ("all", "segmenter", "classifier"):
@@ -93,10 +97,18 @@ def register(app: typer.Typer) -> None:
         key = (phantom.model_dump_json(), settings.preprocess.model_dump_json())
         key_full = (clinical.model_dump_json(), settings.preprocess.model_dump_json())
         full_seeds = range(seed + 200_000, seed + 200_000 + full_studies)
+        upper_seeds = range(seed + 300_000, seed + 300_000 + cls_upper)
+        key_upper = ("upper-thoracic fracture|" + phantom.model_dump_json(), settings.preprocess.model_dump_json())
         started = time.monotonic()
 
         with _progress() as progress:
-            task = progress.add_task("phantoms", total=studies + full_studies + validation, note="")
+            task = progress.add_task(
+                "phantoms", total=studies + full_studies + validation + (cls_upper if what != "segmenter" else 0), note="")
+            classifier_only = build_samples(
+                upper_seeds if what != "segmenter" else (),
+                lambda s: training_example(s, upper_thoracic_fracture(s, phantom)), preprocessor, cache, key_upper,
+                progress=lambda n: progress.advance(task, n),
+            )
             train_samples = build_samples(
                 range(seed, seed + studies), lambda s: training_example(s, phantom), preprocessor, cache, key,
                 progress=lambda n: progress.advance(task, n),
@@ -140,12 +152,12 @@ def register(app: typer.Typer) -> None:
             models.append({**describe_model_file(report.path), "name": "vertebra_seg", "parameters": count_parameters(net),
                            "architecture": "MONAI UNet 3-D", "config": {"channels": list(seg_config.channels)}})
         if what in ("all", "classifier"):
-            cfg = ClsTrainConfig(steps=cls_steps, seed=seed, ordinal_weight=cls_ordinal)
+            cfg = ClsTrainConfig(steps=cls_steps, seed=seed, ordinal_weight=cls_ordinal, tilt_degrees=cls_tilt)
             t0 = time.monotonic()
             with _progress() as progress:
                 task = progress.add_task("classifier", total=cfg.steps, note="")
                 net, losses = train_classifier(
-                    train_samples, cls_config, cfg, on_step=lambda i, loss: progress.update(task, advance=1, note=f"loss {loss:.3f}")
+                    train_samples + classifier_only, cls_config, cfg, on_step=lambda i, loss: progress.update(task, advance=1, note=f"loss {loss:.3f}")
                 )
             cls_s = time.monotonic() - t0
             report = export_classifier(net, cls_config, out / settings.models.classifier_file, version=version,
@@ -154,6 +166,7 @@ def register(app: typer.Typer) -> None:
             loss_name = "BCE (fracture) + cross-entropy (grade)" + (
                 f" + {cfg.ordinal_weight:g} x squared expected-grade error" if cfg.ordinal_weight else "")
             recipe["classifier"] = {"steps": cfg.steps, "batch": cfg.batch, "lr": cfg.lr, "jitter_voxels": cfg.jitter_voxels,
+                                    "tilt_degrees": cfg.tilt_degrees,
                                     "loss": loss_name, "optimiser": "AdamW, one-cycle",
                                     "final_loss": round(float(np.mean(losses[-50:])), 4), "minutes": round(cls_s / 60, 1)}
             models.append({**describe_model_file(report.path), "name": "vertebra_cls", "parameters": count_parameters(net),
@@ -168,6 +181,9 @@ def register(app: typer.Typer) -> None:
         for entry in recipe.values():  # each model records the data it was trained on
             entry["data"] = f"{studies} phantoms (seeds {data['seeds']}) + {full_studies} clinical-size" + (
                 f" (seeds {data['clinical_size_seeds']})" if full_studies else "")
+        if "classifier" in recipe and cls_upper:
+            recipe["classifier"]["data"] += (f" + {cls_upper} with a fracture planted at T1..T5"
+                                             f" (seeds {upper_seeds.start}..{upper_seeds.stop - 1})")
         if what != "all":  # keep what the other model's last training recorded
             models = [m for m in before.get("models", []) if m["name"] not in {m2["name"] for m2 in models}] + models
             metrics = {**{k: v for k, v in before.get("metrics", {}).items() if k not in metrics}, **metrics}

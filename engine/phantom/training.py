@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from engine.models.contract import SEG_CLASSES
-from engine.phantom.config import PhantomConfig
+from engine.phantom.config import PhantomConfig, PlantedFracture
+from engine.phantom.pathology import MORPHOLOGIES
 from engine.phantom.study import generate_study
 from engine.phantom.vertebra import paint_disc, paint_vertebra
 from engine.volume import Volume
@@ -78,6 +79,28 @@ def class_map(study) -> np.ndarray:
             head = vertebra.to_world(np.array([side * 0.8 * vertebra.half_width, 0.45 * vertebra.half_depth, 0.3 * h]))
             _paint_sphere(classes, inverse, head, spacing, RIB_HEAD_RADIUS_MM, RIB_HEAD, outside_body)
     return classes
+
+
+UPPER_THORACIC = ("T1", "T2", "T3", "T4", "T5")
+"""Levels where the clinical mix rarely puts a fracture (weights 0.3-1.2 of 4 at the
+thoracolumbar junction): the classifier's extra examples go here."""
+
+
+def upper_thoracic_fracture(seed: int, base: PhantomConfig) -> PhantomConfig:
+    """``base`` with one fracture planted in the upper thoracic spine, for the classifier.
+
+    The sampled mix puts about 5% of its fractures at T1-T5, and there the crops differ most:
+    small bodies, the kyphosis tilts them in the axial grid and the scan's first slice is
+    near. The level, grade (1-3) and morphology are drawn uniformly from ``seed``, so a
+    sample is the same on every run; the field of view always covers the whole trunk.
+    """
+    rng = np.random.default_rng([seed, 0x7415])
+    fracture = PlantedFracture(
+        level=str(rng.choice(UPPER_THORACIC)),
+        morphology=str(rng.choice(MORPHOLOGIES)),  # type: ignore[arg-type]
+        grade=int(rng.integers(1, 4)),
+    )
+    return base.model_copy(update={"fractures": (fracture,), "partial_coverage_probability": 0.0})
 
 
 def training_example(seed: int, config: PhantomConfig) -> tuple[Volume, np.ndarray, dict]:

@@ -1,4 +1,4 @@
-"""The classifier's training loop on tiny synthetic crops: the ordinal grade term."""
+"""The classifier's training loop on tiny synthetic crops: the ordinal grade term and tilted crops."""
 
 from __future__ import annotations
 
@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from engine.models.networks import ClassifierConfig
-from engine.models.training.classifier import ClsTrainConfig, train_classifier
+from engine.models.training.classifier import (
+    ClsTrainConfig,
+    CropBank,
+    batch_crops,
+    tilt_matrix,
+    train_classifier,
+)
 from engine.models.training.data import Sample, VertebraTruth
 
 NET = ClassifierConfig(widths=(4, 4, 8, 8), crop_size=16)
@@ -37,3 +43,35 @@ def test_the_ordinal_term_adds_the_expected_grade_error():
     _, plain = train_classifier(samples(), NET, ClsTrainConfig(steps=1, batch=8, seed=5))
     _, ordinal = train_classifier(samples(), NET, ClsTrainConfig(steps=1, batch=8, seed=5, ordinal_weight=1.0))
     assert ordinal[0] - plain[0] > 0.3
+
+
+def bar_sample(fill: float) -> Sample:
+    """A bright bar along axis 0 through the centre of a volume of ``fill``."""
+    tensor = np.full((64, 64, 64), fill, dtype=np.float32)
+    tensor[12:52, 29:35, 29:35] = 1.0
+    return Sample(seed=0, tensor=tensor, classes=np.zeros(tensor.shape, np.uint8),
+                  vertebrae=[VertebraTruth("T5", np.array([31.5, 31.5, 31.5]), 0, 0.0)])
+
+
+def test_tilted_crops_turn_the_body_and_stay_inside_the_data():
+    sample = bar_sample(0.3)
+    bank = CropBank.from_samples([sample])
+    rows = np.zeros(12, dtype=int)
+    upright = batch_crops([sample], bank, rows, 32, np.random.default_rng(0), jitter=0.0)
+    tilted = batch_crops([sample], bank, rows, 32, np.random.default_rng(0), jitter=0.0, tilt_degrees=40.0)
+    assert upright.shape == tilted.shape == (12, 1, 32, 32, 32)
+    # upright: the bar crosses axis 1 in its 6 voxels on every axis-0 row
+    assert np.array_equal(upright[0, 0], sample.tensor[16:48, 16:48, 16:48])
+    def spread(crop):  # how far the bar wanders across axis 1 from its top to its bottom
+        return np.ptp(np.argwhere(crop[0] > 0.65)[:, 1])
+    assert all(spread(c) <= 6 for c in upright)
+    assert max(spread(c) for c in tilted) >= 14
+    # sampled from the volume: no corner of a tilted crop reads air inside the data
+    assert tilted.min() > 0.25
+    # a zero tilt is the upright crop exactly (the screen's cut)
+    assert np.array_equal(tilt_matrix(0.0, 0.0), np.eye(3))
+
+
+def test_a_tilted_training_run_runs():
+    _, losses = train_classifier(samples(), NET, ClsTrainConfig(steps=4, batch=8, seed=3, tilt_degrees=30.0))
+    assert len(losses) == 4 and np.all(np.isfinite(losses))
