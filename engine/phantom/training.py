@@ -89,10 +89,11 @@ thoracolumbar junction): the classifier's extra examples go here."""
 def upper_thoracic_fracture(seed: int, base: PhantomConfig) -> PhantomConfig:
     """``base`` with one fracture planted in the upper thoracic spine, for the classifier.
 
-    The sampled mix puts about 5% of its fractures at T1-T5, and there the crops differ most:
-    small bodies, the kyphosis tilts them in the axial grid and the scan's first slice is
-    near. The level, grade (1-3) and morphology are drawn uniformly from ``seed``, so a
-    sample is the same on every run; the field of view always covers the whole trunk.
+    The sampled mix puts about 6% of its fractures at T1-T4 (by its level weights), and there
+    the crops differ most: small bodies, the kyphosis tilts them in the axial grid and the
+    scan's first slice is near. The level, grade (1-3) and morphology are drawn uniformly
+    from ``seed``, so a sample is the same on every run; the field of view always covers the
+    whole trunk.
     """
     rng = np.random.default_rng([seed, 0x7415])
     fracture = PlantedFracture(

@@ -43,8 +43,10 @@ class ClsTrainConfig:
     tilt_degrees: float = 0.0
     """Largest random tilt of a crop in the sagittal plane (a third of it in the coronal
     plane), in degrees; 0 keeps crops upright. The grid is axial, so a kyphotic upper
-    thoracic spine or a scoliotic curve shows its bodies tilted by 30-50 degrees, which the
-    sampled mix has too rarely for the network to learn a tilted fracture's shape."""
+    thoracic spine or a scoliotic curve shows its bodies tilted (a development phantom's T2:
+    50 degrees), which the sampled mix has too rarely for the network to learn a tilted
+    fracture's shape. On the phantoms it found more upper thoracic fractures but read more
+    normal bodies as grade 1; the shipped classifier is trained without it."""
     ordinal_weight: float = 0.0
     """Weight of the ordinal term: the squared distance between the grade head's expected
     grade and the true grade. Cross-entropy alone treats calling a grade 3 "1" no worse than
