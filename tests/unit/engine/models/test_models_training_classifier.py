@@ -53,6 +53,11 @@ def bar_sample(fill: float) -> Sample:
                   vertebrae=[VertebraTruth("T5", np.array([31.5, 31.5, 31.5]), 0, 0.0)])
 
 
+def spread(crop: np.ndarray) -> int:
+    """How far the bright bar wanders across axis 1 from its top to its bottom (voxels)."""
+    return int(np.ptp(np.argwhere(crop[0] > 0.65)[:, 1]))
+
+
 def test_tilted_crops_turn_the_body_and_stay_inside_the_data():
     sample = bar_sample(0.3)
     bank = CropBank.from_samples([sample])
@@ -62,13 +67,13 @@ def test_tilted_crops_turn_the_body_and_stay_inside_the_data():
     assert upright.shape == tilted.shape == (12, 1, 32, 32, 32)
     # upright: the bar crosses axis 1 in its 6 voxels on every axis-0 row
     assert np.array_equal(upright[0, 0], sample.tensor[16:48, 16:48, 16:48])
-    def spread(crop):  # how far the bar wanders across axis 1 from its top to its bottom
-        return np.ptp(np.argwhere(crop[0] > 0.65)[:, 1])
     assert all(spread(c) <= 6 for c in upright)
     assert max(spread(c) for c in tilted) >= 14
     # sampled from the volume: no corner of a tilted crop reads air inside the data
     assert tilted.min() > 0.25
-    # a zero tilt is the upright crop exactly (the screen's cut)
+    # the turn is a rotation, and a zero tilt turns nothing
+    turn = tilt_matrix(25.0, -8.0)
+    assert np.allclose(turn @ turn.T, np.eye(3)) and np.isclose(np.linalg.det(turn), 1.0)
     assert np.array_equal(tilt_matrix(0.0, 0.0), np.eye(3))
 
 
