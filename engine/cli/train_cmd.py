@@ -97,15 +97,15 @@ def register(app: typer.Typer) -> None:
         key = (phantom.model_dump_json(), settings.preprocess.model_dump_json())
         key_full = (clinical.model_dump_json(), settings.preprocess.model_dump_json())
         full_seeds = range(seed + 200_000, seed + 200_000 + full_studies)
-        upper_seeds = range(seed + 300_000, seed + 300_000 + cls_upper)
+        # the upper thoracic extras feed the classifier only
+        upper_seeds = range(seed + 300_000, seed + 300_000 + (cls_upper if what != "segmenter" else 0))
         key_upper = ("upper-thoracic fracture|" + phantom.model_dump_json(), settings.preprocess.model_dump_json())
         started = time.monotonic()
 
         with _progress() as progress:
-            task = progress.add_task(
-                "phantoms", total=studies + full_studies + validation + (cls_upper if what != "segmenter" else 0), note="")
+            task = progress.add_task("phantoms", total=studies + full_studies + validation + len(upper_seeds), note="")
             classifier_only = build_samples(
-                upper_seeds if what != "segmenter" else (),
+                upper_seeds,
                 lambda s: training_example(s, upper_thoracic_fracture(s, phantom)), preprocessor, cache, key_upper,
                 progress=lambda n: progress.advance(task, n),
             )
@@ -181,8 +181,8 @@ def register(app: typer.Typer) -> None:
         for entry in recipe.values():  # each model records the data it was trained on
             entry["data"] = f"{studies} phantoms (seeds {data['seeds']}) + {full_studies} clinical-size" + (
                 f" (seeds {data['clinical_size_seeds']})" if full_studies else "")
-        if "classifier" in recipe and cls_upper:
-            recipe["classifier"]["data"] += (f" + {cls_upper} with a fracture planted at T1..T5"
+        if "classifier" in recipe and upper_seeds:
+            recipe["classifier"]["data"] += (f" + {len(upper_seeds)} with a fracture planted at T1..T5"
                                              f" (seeds {upper_seeds.start}..{upper_seeds.stop - 1})")
         if what != "all":  # keep what the other model's last training recorded
             models = [m for m in before.get("models", []) if m["name"] not in {m2["name"] for m2 in models}] + models

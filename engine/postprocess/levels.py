@@ -622,6 +622,13 @@ def image_rib_volumes(
     return neck, first
 
 
+def content_rows(volume: np.ndarray) -> tuple[int, int] | None:
+    """[first, stop) of the axis-0 rows with any content (> 0); the rows beyond are padding
+    to the grid multiple, 0 everywhere. None for an empty volume."""
+    rows = np.flatnonzero(np.asarray(volume).reshape(volume.shape[0], -1).max(axis=1) > 0)
+    return (int(rows[0]), int(rows[-1]) + 1) if rows.size else None
+
+
 def cut_by_scan(bodies: list[ColumnBody], volume: np.ndarray) -> np.ndarray:
     """Per column body, whether the scan's first or last slice cuts it: its body reaches the
     first or last axis-0 row with any content of ``volume`` (rows beyond are grid padding, 0
@@ -630,10 +637,10 @@ def cut_by_scan(bodies: list[ColumnBody], volume: np.ndarray) -> np.ndarray:
     the edge cuts): it keeps its full height."""
     n = len(bodies)
     cut = np.zeros(n, dtype=bool)
-    rows = np.flatnonzero(np.asarray(volume).reshape(volume.shape[0], -1).max(axis=1) > 0)
-    if not rows.size:
+    rows = content_rows(volume)
+    if rows is None:
         return cut
-    first, last = int(rows[0]), int(rows[-1])
+    first, last = rows[0], rows[1] - 1
     spans = [b.component.box[0] if b.component is not None else None for b in bodies]
     extent = np.array([span.stop - span.start if span is not None else 0 for span in spans])
     edge = np.array([span is not None and (span.start <= first + EDGE_ROWS or span.stop - 1 >= last - EDGE_ROWS)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from engine.postprocess.levels import content_rows
 from engine.preprocess import ModelInput, Preprocessor, lps_to_model
 from engine.volume import Volume
 
@@ -45,8 +46,7 @@ class Sample:
     def content_rows(self) -> tuple[int, int]:
         """[first, stop) of the axis-0 rows with any content: the rows beyond are padding to
         the grid multiple, 0 everywhere."""
-        rows = np.flatnonzero(self.tensor.reshape(self.tensor.shape[0], -1).max(axis=1) > 0)
-        return (int(rows[0]), int(rows[-1]) + 1) if rows.size else (0, int(self.tensor.shape[0]))
+        return content_rows(self.tensor) or (0, int(self.tensor.shape[0]))
 
 
 def labels_to_model_grid(labels: np.ndarray, volume_affine: np.ndarray, model_input: ModelInput) -> np.ndarray:

@@ -42,13 +42,13 @@ class SegTrainConfig:
     edge_focus: float = 0.0
     """Share of patches centred on a labelled voxel within a quarter patch of the volume's
     superior or inferior end (so the patch holds the end and what lies beyond it)."""
+    seed: int = 0
+    """Seed of patch sampling, augmentation and weight initialisation."""
 
     @property
     def elsewhere_on_spine(self) -> float:
         """Share of patches centred on any labelled voxel (``spine_focus`` after the edge share)."""
         return min(1.0, self.edge_focus + self.spine_focus) - self.edge_focus
-    seed: int = 0
-    """Seed of patch sampling, augmentation and weight initialisation."""
 
 
 def _labelled_voxel(classes: np.ndarray, rng: np.random.Generator, axis0: slice = slice(None)) -> np.ndarray | None:
