@@ -13,6 +13,7 @@ from engine.postprocess.levels import (
     SACRUM,
     column_bodies,
     cut_by_scan,
+    cut_column,
     image_rib_volumes,
     label_levels,
     local_pitch,
@@ -20,6 +21,7 @@ from engine.postprocess.levels import (
     prior_pitch,
     readings,
     rib_evidence,
+    weak_discs,
 )
 
 SPACING = np.array([2.0, 2.0, 2.0])
@@ -274,6 +276,44 @@ def test_a_large_patient_is_measured_from_the_single_pitch_distances():
     pitch = local_pitch(gaps, n)
     ratio = pitch[20:-20] / prior_pitch(np.arange(n, dtype=float))[20:-20]
     assert np.all(np.abs(ratio - 1.35) < 0.12)
+
+
+def test_weak_discs_are_the_shallow_dips_of_the_cut_cost_away_from_clear_ones():
+    n = 120
+    cost = np.full(n, 6.0)
+    clear = np.zeros(n, dtype=bool)
+    cost[18:23], clear[18:23] = -1.8, True  # a clear disc: counted as a gap, not here
+    cost[49:52] = [4.5, 3.5, 4.5]  # a weak disc, 2.5 below the body on both sides
+    cost[79:82] = [5.5, 5.0, 5.5]  # a ripple of 1.0 inside a body
+    cost[99:103] = [4.5, 3.8, 3.8, 4.5]  # a flat-bottomed weak disc: one disc
+    bins, depths = weak_discs(cost, clear)
+    assert bins.tolist() == [50.0, 100.0]
+    assert depths == pytest.approx([2.5, 2.2])
+
+
+def test_neighbours_joined_across_weak_discs_are_cut_at_them():
+    # Clear lumbar discs every 34 mm carry the pitch up as 30 mm, but the thoracic bodies
+    # above lie every 22 mm and the segmenter marked their discs only weakly (two crushed
+    # neighbours look like this: the body mask runs across their thin disc). With the weak
+    # discs counted, every one of them is cut; without, segments of about 30 mm run across
+    # some of them, and each lost cut shifts every level above it.
+    n = 330
+    cost = np.full(n, 6.0)
+    clear = np.zeros(n, dtype=bool)
+    lumbar = [17, 51, 85, 119, 153]
+    for g in lumbar:
+        cost[g - 2 : g + 3], clear[g - 2 : g + 3] = -1.8, True
+    thoracic = list(range(175, n - 10, 22))
+    for g in thoracic:
+        cost[g - 1 : g + 2] = [4.5, 3.5, 4.5]
+    pitch = np.where(np.arange(n) < 160, 34.0, 30.0)
+    gaps = np.array(lumbar, dtype=float)
+
+    def uncut(cuts: list[int]) -> list[int]:
+        return [g for g in thoracic if min(abs(c - g) for c in cuts) > 3]
+
+    assert uncut(cut_column(cost, pitch, gaps, weak_discs(cost, clear))) == []
+    assert uncut(cut_column(cost, pitch, gaps)) != []
 
 
 def test_a_collapsed_body_keeps_its_own_segment():
