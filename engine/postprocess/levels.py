@@ -439,9 +439,9 @@ def local_pitch(gaps: np.ndarray, n: int, height0: float = 0.0) -> np.ndarray:
 
 
 def weak_discs(cut_cost: np.ndarray, clear: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Bins and depths of the weak discs (see :data:`DIP_DEPTH`) away from clear ones
-    (``clear``: per bin, whether it lies in a clear disc). Minima within 2 bins of each other
-    are one disc, at the deeper."""
+    """Bins and depths of the weak discs (see :data:`DIP_DEPTH`) more than 3 bins from a clear
+    one (``clear``: per bin, whether it lies in a clear disc, which the cut already pays for).
+    Minima within 2 bins of each other are one disc, at the deeper."""
     n = len(cut_cost)
     if n < 3:
         return np.zeros(0), np.zeros(0)
