@@ -3,7 +3,8 @@
 One JSON object per study, one line per object in a ``.jsonl`` file or one Kafka record on
 ``ct.vcf.results``. The required fields and their meaning are fixed by the architecture
 contract; the optional per-vertebra fields keep both sources of a grade (morphometry and
-classifier) so a radiologist can see why a vertebra was graded as it was.
+classifier) so a radiologist can see why a vertebra was graded as it was, and the optional
+``level_naming`` says what the level names were counted from and when they are in doubt.
 
 Rules the model enforces, so that no producer can emit an inconsistent line:
 
@@ -131,6 +132,18 @@ class VertebraFinding(_Strict):
         return None if value is None else round(value, 4)
 
 
+class LevelNaming(_Strict):
+    """How the vertebrae were named: what the count rests on, and what a reader should know
+    about it (see :mod:`engine.postprocess.levels`)."""
+
+    anchor: str = Field(min_length=1)
+    """What the names were counted from, joined by '+': ``ribs``, ``cervical`` (a vertebra above
+    the first rib-bearing one is in view), ``sacrum``; ``none`` when nothing placed them."""
+    notes: tuple[str, ...] = ()
+    """A close call between two namings, transitional anatomy read, a rib count the images do
+    not show, bodies the segmentation missed but the count includes, ribs that disagree."""
+
+
 class ScreeningResult(_Strict):
     """The screening outcome of one study."""
 
@@ -148,6 +161,8 @@ class ScreeningResult(_Strict):
     flag_min_grade: int = Field(default=GradingSettings().flag_min_grade, ge=1, le=3)
     """The grade that flagged studies when this result was made (from GradingSettings)."""
     vertebrae: tuple[VertebraFinding, ...] = ()
+    level_naming: LevelNaming | None = None
+    """How the levels were named; None when the study was not screened."""
     timings_ms: dict[str, Annotated[float, Field(ge=0.0)]] = Field(default_factory=dict)
     """Wall time per stage, milliseconds."""
 
@@ -168,9 +183,10 @@ class ScreeningResult(_Strict):
                     f"status {self.status!r} needs a reason written '<code>: <message>'; "
                     f"got {self.reason!r}"
                 )
-            if self.vertebrae:
+            if self.vertebrae or self.level_naming is not None:
                 raise ValueError(
                     f"status {self.status!r} cannot carry findings; got {len(self.vertebrae)} vertebrae"
+                    + (" and a level naming" if self.level_naming is not None else "")
                 )
         levels = [v.level for v in self.vertebrae]
         duplicates = sorted({level for level in levels if levels.count(level) > 1})
@@ -201,6 +217,7 @@ class ScreeningResult(_Strict):
         pipeline_version: str,
         grading: GradingSettings,
         timings_ms: Mapping[str, float] | None = None,
+        level_naming: LevelNaming | None = None,
     ) -> ScreeningResult:
         """An ``ok`` result: vertebrae sorted cranial to caudal, flag and max grade computed."""
         ordered = tuple(sorted(vertebrae, key=lambda v: level_index(v.level)))
@@ -214,6 +231,7 @@ class ScreeningResult(_Strict):
             max_genant_grade=highest,
             flag_min_grade=grading.flag_min_grade,
             vertebrae=ordered,
+            level_naming=level_naming,
             timings_ms=dict(timings_ms or {}),
         )
 

@@ -38,7 +38,7 @@ from engine.postprocess.findings import VertebraInput, findings_from_vertebrae
 from engine.postprocess.fusion import ClassifierOutput
 from engine.postprocess.levels import LevelResult
 from engine.preprocess import ModelInput, Preprocessor
-from engine.results import ScreeningResult, pipeline_version
+from engine.results import LevelNaming, ScreeningResult, pipeline_version
 from engine.serving.pipeline_core import SpineReading, read_spine
 from engine.settings import InferenceBackend as BackendKind
 from engine.settings import Settings
@@ -200,5 +200,6 @@ class Screener:
             pipeline_version=self.pipeline_version,
             grading=self.settings.grading,
             timings_ms=timer.ms,
+            level_naming=None if levels is None else LevelNaming(anchor=levels.anchor, notes=tuple(levels.notes)),
         )
         return StudyOutput(result, volume, model_input, class_map, levels)

@@ -43,9 +43,11 @@ common transitional variants (11 or 13 rib pairs, six lumbar vertebrae), each wi
 placed so the last body is the last lumbar vertebra (with the sacrum) or anywhere (without
 it), plus the rib evidence of every body the naming calls thoracic. The best naming wins; a
 rival within :data:`UNCERTAIN_MARGIN` is reported in the notes, and so are bodies whose ribs
-disagree with their names. One rib-like process beside a lumbar body cannot move the
-thoracolumbar junction (the prior and the neighbours outweigh it), and a missed or extra
-body in the column shifts only the levels above it when the sacrum is in view.
+disagree with their names, and a rib count that only the prior chose (the top of the thoracic
+spine out of view or cut: 11 or 13 rib pairs would fit as well, and shift every thoracic
+name). One rib-like process beside a lumbar body cannot move the thoracolumbar junction (the
+prior and the neighbours outweigh it), and a missed or extra body in the column shifts only
+the levels above it when the sacrum is in view.
 
 Plain functions on numpy arrays; the only dependency is scipy.ndimage.
 """
@@ -759,6 +761,20 @@ def readings(rib: np.ndarray, first_rib: np.ndarray, has_sacrum: bool) -> list[N
     return found
 
 
+def unseen_rib_counts(found: list[Naming]) -> list[str]:
+    """The rib-count variants (11 or 13 rib-bearing vertebrae) whose best naming scores the
+    same rib evidence as the best naming: only the prior chose between them. With the sacrum
+    in view that happens when the top of the thoracic spine is not: the extra or missing
+    rib-bearing vertebra would lie beyond the scan, or in a body the scan cuts."""
+    priors = {anatomy: prior for anatomy, _t, _l, prior in ANATOMY}
+    evidence = {}
+    for naming in found:  # best first: the first naming of each anatomy is its best
+        evidence.setdefault(naming.anatomy, naming.score - float(np.log(priors[naming.anatomy])))
+    best = evidence[found[0].anatomy]
+    return [anatomy for anatomy, _t, n_lumbar, _p in ANATOMY[1:]
+            if n_lumbar == ANATOMY[0][2] and anatomy in evidence and abs(evidence[anatomy] - best) < TIE_NATS]
+
+
 def name_levels(rib: np.ndarray, first_rib: np.ndarray, has_sacrum: bool) -> tuple[list[str], str, list[str]]:
     """Level names for bodies ordered superior to inferior (all above the sacrum), the
     anchors used, and notes. ``rib`` and ``first_rib`` are per-body rib evidence (nats, see
@@ -797,6 +813,11 @@ def name_levels(rib: np.ndarray, first_rib: np.ndarray, has_sacrum: bool) -> tup
         top = next((name for name in rival.names if name), "")
         notes.append(f"level naming uncertain: {rival.anatomy} with the top vertebra {top} "
                      f"fits nearly as well (margin {margin:.1f})")
+    elif has_sacrum and best.anatomy == ANATOMY[0][0]:
+        unseen = unseen_rib_counts(found)
+        if unseen:
+            notes.append(f"the number of rib-bearing vertebrae is not seen: {' or '.join(unseen)} would fit the "
+                         "image as well, and would shift every thoracic name by one (the names assume the usual 12)")
     names = list(best.names)
     thoracic = [i for i, name in enumerate(names) if name.startswith("T")]
     evidence = body_evidence(rib, np.asarray(first_rib, dtype=float))

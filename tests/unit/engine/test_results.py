@@ -12,6 +12,7 @@ from engine.results import (
     LEVELS,
     SCHEMA_VERSION,
     HeightsMm,
+    LevelNaming,
     ScreeningResult,
     VertebraFinding,
     level_index,
@@ -92,6 +93,21 @@ def test_optional_fields_round_trip():
     back = ScreeningResult.from_json(result.to_json_line())
     assert back.vertebrae[0].heights_mm.expected == 25.0
     assert back.vertebrae[0].notes == ("neighbours on one side only",)
+    assert back.level_naming is None
+
+
+def test_the_level_naming_round_trips_and_only_an_ok_result_carries_it():
+    naming = LevelNaming(anchor="ribs+sacrum", notes=("transitional anatomy read: 6 lumbar vertebrae (L6)",))
+    result = ScreeningResult.from_findings(
+        STUDY, SERIES, [finding("L1", 0)], pipeline_version="vcfscreen test", grading=GradingSettings(),
+        level_naming=naming,
+    )
+    assert ScreeningResult.from_json(result.to_json_line()).level_naming == naming
+    with pytest.raises(ValidationError, match="level naming"):
+        ScreeningResult(study_instance_uid=STUDY, status="error", reason="corrupt: no pixel data",
+                        pipeline_version="vcfscreen test", level_naming=naming)
+    with pytest.raises(ValidationError):
+        LevelNaming(anchor="")
 
 
 def test_same_content_gives_the_same_bytes():

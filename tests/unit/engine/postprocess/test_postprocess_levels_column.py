@@ -185,6 +185,23 @@ def test_the_naming_that_best_fits_the_ribs_and_the_anatomy_wins(kinds, sacrum, 
     assert (anatomy_note in transitional[0]) if anatomy_note else not transitional
 
 
+def test_a_rib_count_the_images_do_not_show_is_reported():
+    # T8..L5 over the sacrum: nothing in view tells 12 rib pairs from 11 or 13, the prior
+    # names them, and the result says so.
+    rib = evidence("T" * 5 + "L" * 5)
+    names, _, notes = name_levels(rib, rib, True)
+    assert names[0] == "T8"
+    unseen = [note for note in notes if "rib-bearing vertebrae is not seen" in note]
+    assert len(unseen) == 1 and "13 rib-bearing" in unseen[0] and "11 rib-bearing" in unseen[0]
+    # C7 bare above twelve rib-bearing bodies: the count is seen, and nothing is said.
+    rib = evidence("C" + "T" * 12 + "L" * 5)
+    assert not any("not seen" in note for note in name_levels(rib, rib, True)[2])
+    # T1 in view, C7 not: 11 pairs are ruled out (T1 bears a rib), 13 are not.
+    rib = evidence("T" * 12 + "L" * 5)
+    (unseen,) = [note for note in name_levels(rib, rib, True)[2] if "not seen" in note]
+    assert "13 rib-bearing" in unseen and "11 rib-bearing" not in unseen
+
+
 def test_rib_noise_beside_one_lumbar_body_does_not_move_the_junction():
     rib = evidence("T" * 12 + "L" * 5)
     rib[14] = 3.0  # L3 reads as rib-bearing
@@ -391,4 +408,6 @@ def test_a_cut_c7_carrying_bone_beside_it_is_not_read_as_a_thirteenth_rib_bearin
     result = label_levels(cmap, SPACING, volume=volume, bone_level=bone)
     assert [v.level for v in result.vertebrae] == ["C7"] + [f"T{i}" for i in range(1, 13)] + [
         f"L{i}" for i in range(1, 6)] + ["S1"]
-    assert not any("13 rib-bearing" in note for note in result.notes)
+    assert not any(note.startswith(("transitional anatomy read", "level naming uncertain")) for note in result.notes)
+    # The cut C7 says nothing about its ribs, so a 13th pair is not ruled out either: said so.
+    assert any("is not seen: 13 rib-bearing vertebrae" in note for note in result.notes)

@@ -60,6 +60,7 @@ def test_levels_and_planted_grade3_fractures_are_found(screener, seed, fractures
     assert len(named_right) >= 0.9 * len(truth), (
         [v["level"] for v in truth], [v.level for v in result.vertebrae]
     )
+    assert result.level_naming is not None and result.level_naming.anchor.endswith("sacrum")
     by_level = {v.level: v for v in result.vertebrae}
     for fracture in fractures:
         found = by_level.get(fracture.level)
@@ -80,3 +81,17 @@ def test_shipped_models_find_most_vertebrae_where_they_are(screener):
     )
     assert len(matching.pairs) >= 0.5 * len(truth), (len(matching.pairs), len(truth))
     assert result.pipeline_version.startswith("vcfscreen ") and "vertebra_seg" in result.pipeline_version
+
+
+def test_names_the_images_cannot_verify_are_reported_so(screener):
+    # The 13-rib case above: its names come out one off. The result must say the naming is
+    # in doubt, so that a reader checks the count before quoting a level.
+    config = PhantomConfig.fast(
+        matrix=192, fractures=(PlantedFracture(level="L2", morphology="wedge", grade=3),), transitional="13_thoracic",
+        sclerotic_metastasis_probability=0.0, lytic_metastasis_probability=0.0, metal_probability=0.0,
+    )
+    result = screener.screen_volume(generate_study(910_003, config).volume).result
+    assert result.level_naming is not None
+    warnings = [note for note in result.level_naming.notes
+                if note.startswith("level naming uncertain") or "rib-bearing vertebrae is not seen" in note]
+    assert warnings, result.level_naming
