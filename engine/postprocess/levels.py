@@ -813,7 +813,7 @@ def name_levels(rib: np.ndarray, first_rib: np.ndarray, has_sacrum: bool) -> tup
         top = next((name for name in rival.names if name), "")
         notes.append(f"level naming uncertain: {rival.anatomy} with the top vertebra {top} "
                      f"fits nearly as well (margin {margin:.1f})")
-    elif has_sacrum and best.anatomy == ANATOMY[0][0]:
+    elif has_sacrum and best.anatomy == ANATOMY[0][0] and any(name.startswith("T") for name in best.names):
         unseen = unseen_rib_counts(found)
         if unseen:
             notes.append(f"the number of rib-bearing vertebrae is not seen: {' or '.join(unseen)} would fit the "

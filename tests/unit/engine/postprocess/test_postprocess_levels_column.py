@@ -200,6 +200,9 @@ def test_a_rib_count_the_images_do_not_show_is_reported():
     rib = evidence("T" * 12 + "L" * 5)
     (unseen,) = [note for note in name_levels(rib, rib, True)[2] if "not seen" in note]
     assert "13 rib-bearing" in unseen and "11 rib-bearing" not in unseen
+    # Lumbar bodies only: the rib count moves no name in view, so nothing is said.
+    rib = evidence("L" * 4)
+    assert not any("not seen" in note for note in name_levels(rib, rib, True)[2])
 
 
 def test_rib_noise_beside_one_lumbar_body_does_not_move_the_junction():
