@@ -200,6 +200,7 @@ class Screener:
             pipeline_version=self.pipeline_version,
             grading=self.settings.grading,
             timings_ms=timer.ms,
-            level_naming=None if levels is None else LevelNaming(anchor=levels.anchor, notes=tuple(levels.notes)),
+            level_naming=None if levels is None else LevelNaming(
+                anchor=levels.anchor, notes=tuple(levels.notes), in_doubt=levels.in_doubt),
         )
         return StudyOutput(result, volume, model_input, class_map, levels)

@@ -67,6 +67,12 @@ class Identification(_Model):
     larger_shifts: int
     false_detections: int
     ignored_partial_bodies: int
+    studies_in_doubt: int = 0
+    """Studies whose result said their level names are in doubt."""
+    misnamed: int = 0
+    """Detected vertebrae named wrong."""
+    misnamed_in_doubt: int = 0
+    """Of those, the ones in studies whose result said so."""
 
 
 class ThresholdFigures(_Model):
@@ -197,6 +203,9 @@ def build_report(
         larger_shifts=sum(e.larger_shifts for e in analysed),
         false_detections=sum(e.false_detections for e in analysed),
         ignored_partial_bodies=sum(p.on_partial_body for p in pairs),
+        studies_in_doubt=sum(e.names_in_doubt for e in analysed),
+        misnamed=detected - correct,
+        misnamed_in_doubt=sum(e.matched - e.correct_level for e in analysed if e.names_in_doubt),
     )
     matched = [p for p in pairs if p.true_grade is not None and p.predicted_grade is not None
                and p.predicted_level not in UNSCORED_LEVELS]

@@ -80,6 +80,8 @@ class StudyEvaluation(_Model):
     larger_shifts: int = 0
     false_detections: int = 0
     """Predictions identifying no true vertebra, not counting those on partial bodies."""
+    names_in_doubt: bool = False
+    """The result said its level names are in doubt (ScreeningResult.level_naming.in_doubt)."""
     pairs: list[VertebraPair] = []
     false_positives: list[FalsePositive] = []
     bodies_dice: float | None = None
@@ -218,5 +220,6 @@ def evaluate_study(
         matched=counts.matched, correct_level=counts.correct_level,
         one_level_shifts=counts.one_level_shifts, larger_shifts=counts.larger_shifts,
         false_detections=counts.false_detections - len(partial),
+        names_in_doubt=result.level_naming is not None and result.level_naming.in_doubt,
         pairs=pairs, false_positives=false_positives, bodies_dice=overall, dice_note=note,
     )

@@ -52,6 +52,8 @@ def summary_table(report: EvaluationReport) -> Table:
     row("level identification", _pct(ident.level_identification),
         f"{ident.correct_level} / {ident.true_vertebrae}", "level_identification")
     row("one-level shifts", str(ident.one_level_shifts), f"{ident.larger_shifts} larger")
+    row("names reported in doubt", f"{ident.studies_in_doubt} studies",
+        f"{ident.misnamed_in_doubt} of {ident.misnamed} misnamed in them")
     row("false detections", str(ident.false_detections), f"{ident.ignored_partial_bodies} on partial bodies ignored")
     table.add_section()
     row("AUC, grade >= 1", _num(frac.auc_grade1), f"{frac.auc_pairs} pairs")

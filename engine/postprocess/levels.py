@@ -174,12 +174,23 @@ class LabelledVertebra:
         return full
 
 
+UNCERTAIN_NOTE = "level naming uncertain"
+UNSEEN_COUNT_NOTE = "the number of rib-bearing vertebrae is not seen"
+"""How the two notes that put a study's names in doubt begin (see :attr:`LevelResult.in_doubt`)."""
+
+
 @dataclass
 class LevelResult:
     vertebrae: list[LabelledVertebra]
     anchor: str
     """Which anchors named the levels: 'ribs+cervical', 'ribs', 'sacrum', 'ribs+sacrum' or 'none'."""
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def in_doubt(self) -> bool:
+        """Another naming fits nearly as well, or only the prior chose the rib count: every
+        thoracic name may be one off."""
+        return any(note.startswith((UNCERTAIN_NOTE, UNSEEN_COUNT_NOTE)) for note in self.notes)
 
 
 @dataclass
@@ -811,12 +822,12 @@ def name_levels(rib: np.ndarray, first_rib: np.ndarray, has_sacrum: bool) -> tup
         notes.append(f"transitional anatomy read: {best.anatomy}")
     if margin < UNCERTAIN_MARGIN:
         top = next((name for name in rival.names if name), "")
-        notes.append(f"level naming uncertain: {rival.anatomy} with the top vertebra {top} "
+        notes.append(f"{UNCERTAIN_NOTE}: {rival.anatomy} with the top vertebra {top} "
                      f"fits nearly as well (margin {margin:.1f})")
     elif has_sacrum and best.anatomy == ANATOMY[0][0] and any(name.startswith("T") for name in best.names):
         unseen = unseen_rib_counts(found)
         if unseen:
-            notes.append(f"the number of rib-bearing vertebrae is not seen: {' or '.join(unseen)} would fit the "
+            notes.append(f"{UNSEEN_COUNT_NOTE}: {' or '.join(unseen)} would fit the "
                          "image as well, and would shift every thoracic name by one (the names assume the usual 12)")
     names = list(best.names)
     thoracic = [i for i, name in enumerate(names) if name.startswith("T")]

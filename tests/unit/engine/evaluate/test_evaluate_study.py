@@ -16,7 +16,7 @@ from engine.evaluate.truth import (
     TruthLabels,
     parse_truth,
 )
-from engine.results import ScreeningResult, VertebraFinding
+from engine.results import LevelNaming, ScreeningResult, VertebraFinding
 from engine.settings import GradingSettings
 
 LEVELS = ["T11", "T12", "L1", "L2", "L3"]
@@ -189,3 +189,16 @@ def test_over_grading_a_mild_fracture_is_a_false_positive_for_ppv_but_not_a_conf
     assert (grade2.tp, grade2.fp) == (0, 1)
     assert report.false_positives.on_grade1 == 1
     assert report.false_positives.total == 0 and report.false_positives.by_confounder == {}
+
+
+def test_misnamed_vertebrae_are_counted_where_the_result_said_its_names_were_in_doubt():
+    truth_a, truth_b = (parse_truth(truth_record(uid, {})) for uid in ("1.2.3", "1.2.4"))
+    shifted = [finding(name, -26.0 * k) for k, name in enumerate(["T12", "L1", "L2", "L3", "L4"])]  # all one off
+    doubt = LevelNaming(anchor="ribs+sacrum", notes=("the number of rib-bearing vertebrae is not seen",), in_doubt=True)
+    said = ScreeningResult.from_findings("1.2.3", "1.2.3.9", shifted, pipeline_version="test",
+                                         grading=GradingSettings(), level_naming=doubt)
+    silent = result("1.2.4", [finding("T10", 0.0)] + [finding(name, -26.0 * k) for k, name in enumerate(LEVELS) if k])
+    a, b = evaluate_study(truth_a, said), evaluate_study(truth_b, silent)
+    assert a.names_in_doubt and not b.names_in_doubt
+    ident = build_report([a, b], source="hand-made").identification
+    assert (ident.studies_in_doubt, ident.misnamed, ident.misnamed_in_doubt) == (1, 6, 5)
