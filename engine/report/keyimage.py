@@ -23,12 +23,15 @@ from pathlib import Path
 import numpy as np
 
 from engine.logs import study_ref
+from engine.postprocess.levels import UNCERTAIN_NOTE
 from engine.preprocess import ModelInput, lps_to_model
 from engine.results import ScreeningResult
 
 GRADE_COLOURS = {0: "#d8d8d8", 1: "#ffd400", 2: "#ff8c00", 3: "#ff2a1a"}
 """Label colour per Genant grade: grey (normal), yellow, orange, red."""
 GRADE_NAMES = {1: "mild", 2: "moderate", 3: "severe"}
+WARNING_COLOUR = "#8fd3ff"
+"""Colour of the line saying the level names are in doubt (no grade's colour)."""
 FOOTER = "vcfscreen research prototype, synthetic-data models, not for diagnosis"
 
 DPI = 100
@@ -36,7 +39,7 @@ TARGET_HEIGHT_PX = 1000
 """Height the image part aims at; the scale stays between MIN_SCALE and MAX_SCALE px/mm."""
 MIN_SCALE, MAX_SCALE = 1.2, 5.0
 MARGIN_LEFT_PX, MARGIN_RIGHT_PX = 170, 30
-MARGIN_TOP_PX, MARGIN_BOTTOM_PX = 84, 54
+MARGIN_TOP_PX, MARGIN_BOTTOM_PX = 106, 54
 MIN_WIDTH_PX = 620
 FONT_PT = 11
 TISSUE_LEVEL = 0.05
@@ -294,8 +297,19 @@ def _draw_labels(ax, labels: list[KeyLabel], view: SagittalView, scale: float) -
                                 edgecolor=colour, linewidth=2.0))
 
 
+def naming_warning(result: ScreeningResult) -> str | None:
+    """The key image's line about level names in doubt (None when they are not)."""
+    naming = result.level_naming
+    if naming is None or not naming.in_doubt:
+        return None
+    if any(note.startswith(UNCERTAIN_NOTE) for note in naming.notes):
+        return "level names may be one off: another count of rib-bearing vertebrae fits nearly as well"
+    return "level names may be one off: the rib count is not verified, names assume 12 rib pairs"
+
+
 def _draw_header(fig, result: ScreeningResult, width: int, height: int) -> None:
-    """Title (flag, maximum grade), study line and the colour legend, top left."""
+    """Title (flag, maximum grade), study line, the colour legend and, when the level names
+    are in doubt, a line saying so, top left."""
     flag = "FLAGGED" if result.flag else "not flagged"
     fig.text(12 / width, 1 - 10 / height, f"vcfscreen  {flag}  max Genant grade {result.max_genant_grade}",
              ha="left", va="top", color=GRADE_COLOURS[3] if result.flag else "white",
@@ -312,6 +326,10 @@ def _draw_header(fig, result: ScreeningResult, width: int, height: int) -> None:
                         ha="left", va="top", color=GRADE_COLOURS[grade], fontsize=FONT_PT - 1,
                         fontweight="bold")
         x_px += text.get_window_extent(renderer=renderer).width + 16.0
+    warning = naming_warning(result)
+    if warning:
+        fig.text(12 / width, 1 - 82 / height, warning, ha="left", va="top", color=WARNING_COLOUR,
+                 fontsize=FONT_PT - 1)
 
 
 def key_image_path(folder: Path, result: ScreeningResult) -> Path:

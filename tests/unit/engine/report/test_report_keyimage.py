@@ -12,6 +12,7 @@ from engine.report.keyimage import (
     key_image_size,
     label_positions,
     model_centres,
+    naming_warning,
     plausible_centres,
     render_key_image,
     sagittal_view,
@@ -19,7 +20,7 @@ from engine.report.keyimage import (
     spread_labels,
     trunk_midline,
 )
-from engine.results import ScreeningResult
+from engine.results import LevelNaming, ScreeningResult
 
 
 def test_midline_interpolates_between_centroids_and_holds_beyond_them():
@@ -118,6 +119,25 @@ def test_key_image_png_of_a_screened_study(screened, tmp_path):
     red = (pixels[..., 0] > 0.9) & (pixels[..., 1] < 0.3) & (pixels[..., 2] < 0.3)
     assert red.sum() > 200
     assert "not for diagnosis" in FOOTER
+
+
+def test_the_key_image_says_when_the_level_names_are_in_doubt(screened, tmp_path):
+    out = screened.output
+    doubt = LevelNaming(anchor="ribs+sacrum", in_doubt=True,
+                        notes=("the number of rib-bearing vertebrae is not seen: 13 rib-bearing vertebrae (T13) ...",))
+    sure = LevelNaming(anchor="ribs+cervical+sacrum")
+    assert "rib count is not verified" in naming_warning(out.result.model_copy(update={"level_naming": doubt}))
+    assert naming_warning(out.result.model_copy(update={"level_naming": sure})) is None
+
+    def warning_band(naming: LevelNaming) -> np.ndarray:
+        result = out.result.model_copy(update={"level_naming": naming})
+        pixels = mpimg.imread(render_key_image(result, out.model_input, tmp_path / f"{naming.in_doubt}.png"))
+        return pixels[78:100, :400, :3]  # below the legend, above the image
+
+    def light_blue(band: np.ndarray) -> int:
+        return int(((band[..., 2] > 0.8) & (band[..., 0] < 0.7)).sum())
+
+    assert light_blue(warning_band(doubt)) > 50 and light_blue(warning_band(sure)) == 0
 
 
 def test_key_image_refuses_a_failed_study(screened, tmp_path):
