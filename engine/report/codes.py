@@ -74,6 +74,8 @@ POSTERIOR_HEIGHT = vcf_code("HPOST", "Posterior vertebral body height")
 EXPECTED_HEIGHT = vcf_code("HEXP", "Expected vertebral body height")
 FRACTURE_PROBABILITY = vcf_code("PFX", "Vertebral compression fracture probability")
 MORPHOLOGY = vcf_code("MORPH", "Fracture morphology")
+LEVEL_IDENTIFICATION = vcf_code("LEVELID", "Vertebral level identification")
+LEVEL_MAY_BE_ONE_OFF = vcf_code("LEVELDOUBT", "Level name may be one off")
 MORPHOLOGIES: dict[str, CodedConcept] = {
     "wedge": vcf_code("WEDGE", "Wedge deformity"),
     "biconcave": vcf_code("BICONCAVE", "Biconcave deformity"),

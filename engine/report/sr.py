@@ -10,8 +10,9 @@ the screened series as evidence, and holds one measurement group per vertebra:
   :mod:`engine.report.codes`);
 - measurements: height loss (%), anterior / middle / posterior / expected heights (mm) when
   the body was measured, fracture probability ({ratio});
-- qualitative evaluations: the Genant grade (``99VCF`` GENANT0..3) and, for a deformity,
-  its morphology;
+- qualitative evaluations: the Genant grade (``99VCF`` GENANT0..3), for a deformity its
+  morphology, and where the result says the level names are in doubt, for each name that
+  doubt moves, level identification: may be one off (``99VCF`` LEVELID = LEVELDOUBT);
 - the centroid as a SCOORD3D POINT in the source series' frame of reference (a TID 1411
   volumetric group whose volume surface is that point, with the source series named);
   without a FrameOfReferenceUID the group is a TID 1501 group without coordinates.
@@ -54,6 +55,7 @@ from pydicom.uid import generate_uid
 
 from engine import __version__
 from engine.dicom import scan_folder
+from engine.postprocess.levels import UNCERTAIN_NOTE
 from engine.report.codes import (
     ANTERIOR_HEIGHT,
     COMPUTED_TOMOGRAPHY,
@@ -62,6 +64,8 @@ from engine.report.codes import (
     GENANT_GRADE,
     GENANT_GRADES,
     HEIGHT_LOSS,
+    LEVEL_IDENTIFICATION,
+    LEVEL_MAY_BE_ONE_OFF,
     MIDDLE_HEIGHT,
     MILLIMETRE,
     MORPHOLOGIES,
@@ -198,10 +202,24 @@ def _measurements(finding: VertebraFinding) -> list[Measurement]:
             for name, value, unit in values]
 
 
-def _evaluations(finding: VertebraFinding) -> list[QualitativeEvaluation]:
+def level_in_doubt(result: ScreeningResult, level: str) -> bool:
+    """Whether the result says ``level``'s name may be one off: under a close call between two
+    namings every name but S1; under a rib count only the prior chose, the cervical and
+    thoracic names (counted up from the sacrum, the lumbar names stand whatever the count)."""
+    naming = result.level_naming
+    if naming is None or not naming.in_doubt or level == "S1":
+        return False
+    if any(note.startswith(UNCERTAIN_NOTE) for note in naming.notes):
+        return True
+    return level[0] in "CT"
+
+
+def _evaluations(finding: VertebraFinding, level_doubted: bool = False) -> list[QualitativeEvaluation]:
     evaluations = [QualitativeEvaluation(GENANT_GRADE, GENANT_GRADES[finding.genant_grade])]
     if finding.morphology in MORPHOLOGIES:
         evaluations.append(QualitativeEvaluation(MORPHOLOGY, MORPHOLOGIES[finding.morphology]))
+    if level_doubted:
+        evaluations.append(QualitativeEvaluation(LEVEL_IDENTIFICATION, LEVEL_MAY_BE_ONE_OFF))
     return evaluations
 
 
@@ -210,6 +228,7 @@ def measurement_group(
     study_instance_uid: str,
     source: SourceSeries,
     algorithm: AlgorithmIdentification,
+    level_doubted: bool = False,
 ) -> VolumetricROIMeasurementsAndQualitativeEvaluations | MeasurementsAndQualitativeEvaluations:
     """The measurement group of one vertebra (see the module docstring)."""
     common = {
@@ -219,7 +238,7 @@ def measurement_group(
         "finding_sites": [FindingSite(vertebra_code(finding.level))],
         "algorithm_id": algorithm,
         "measurements": _measurements(finding),
-        "qualitative_evaluations": _evaluations(finding),
+        "qualitative_evaluations": _evaluations(finding, level_doubted),
     }
     frame_of_reference = source.frame_of_reference_uid
     if frame_of_reference is None:
@@ -262,7 +281,8 @@ def build_sr(
     )
     algorithm = AlgorithmIdentification(name=DEVICE_NAME, version=result.pipeline_version)
     groups = [
-        measurement_group(finding, result.study_instance_uid, source, algorithm)
+        measurement_group(finding, result.study_instance_uid, source, algorithm,
+                          level_in_doubt(result, finding.level))
         for finding in result.vertebrae
     ]
     report = MeasurementReport(

@@ -14,10 +14,11 @@ from engine.report.sr import (
     SourceSeries,
     SourceSeriesError,
     build_sr,
+    level_in_doubt,
     tracking_uid,
     write_sr,
 )
-from engine.results import ScreeningResult
+from engine.results import LevelNaming, ScreeningResult
 
 MEASUREMENT_GROUP = ("125007", "DCM")
 IMAGING_MEASUREMENTS = ("126010", "DCM")
@@ -143,6 +144,33 @@ def test_without_frame_of_reference_the_groups_have_no_coordinates(screened):
     groups = hd.sr.Comprehensive3DSR.from_dataset(sr).content.get_image_measurement_groups()
     assert len(groups) == len(result.vertebrae)
     assert sr.PatientSex == "" and sr.StudyDate in ("", None)
+
+
+def test_names_in_doubt_are_marked_in_their_groups(screened):
+    result = screened.output.result
+    source = SourceSeries.from_folder(screened.folder, result.series_instance_uid)
+    unseen = LevelNaming(anchor="ribs+sacrum", in_doubt=True,
+                         notes=("the number of rib-bearing vertebrae is not seen: ...",))
+    close = LevelNaming(anchor="ribs+sacrum", in_doubt=True, notes=("level naming uncertain: ...",))
+    regions = [v.level[0] for v in result.vertebrae]
+    assert regions.count("T") >= 3 and regions.count("L") >= 1  # both kinds of name in view
+
+    def doubted(naming: LevelNaming | None) -> dict[str, bool]:
+        sr = build_sr(result.model_copy(update={"level_naming": naming}), source)
+        (measurements,) = [c for c in sr.ContentSequence if concept(c) == IMAGING_MEASUREMENTS]
+        marked = {}
+        for group in children(measurements, MEASUREMENT_GROUP):
+            (tracking,) = children(group, TRACKING_IDENTIFIER)
+            marked[tracking.TextValue] = any(
+                item.ValueType == "CODE" and concept(item) == ("LEVELID", VCF_SCHEME)
+                and item.ConceptCodeSequence[0].CodeValue == "LEVELDOUBT" for item in walk(group))
+        return marked
+
+    # the rib count moves the thoracic (and cervical) names; the lumbar ones are counted from the sacrum
+    assert doubted(unseen) == {level: level[0] in "CT" for level in doubted(None)}
+    assert doubted(close) == {level: level != "S1" for level in doubted(None)}
+    assert not any(doubted(None).values()) and not any(doubted(LevelNaming(anchor="ribs+sacrum")).values())
+    assert level_in_doubt(result.model_copy(update={"level_naming": unseen}), "T12")
 
 
 def test_refuses_failed_results_and_mismatched_sources(screened):
