@@ -143,8 +143,9 @@ class LevelNaming(_Strict):
     """A close call between two namings, transitional anatomy read, a rib count the images do
     not show, bodies the segmentation missed but the count includes, ribs that disagree."""
     in_doubt: bool = False
-    """Another naming fits nearly as well, or only the usual anatomy chose the rib count: any
-    thoracic name may be one off, so check the count before quoting a level."""
+    """Another naming fits nearly as well (any name may be one off), or only the usual anatomy
+    chose the rib count (the cervical and thoracic names may be): check the count before quoting
+    a level."""
 
 
 class ScreeningResult(_Strict):

@@ -303,7 +303,7 @@ def naming_warning(result: ScreeningResult) -> str | None:
     if naming is None or not naming.in_doubt:
         return None
     if any(note.startswith(UNCERTAIN_NOTE) for note in naming.notes):
-        return "level names may be one off: another count of rib-bearing vertebrae fits nearly as well"
+        return "level names may be one off: another reading of the anatomy fits nearly as well"
     return "level names may be one off: the rib count is not verified, names assume 12 rib pairs"
 
 
