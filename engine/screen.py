@@ -192,7 +192,8 @@ class Screener:
         timer.ms["postprocess"] = timer.ms.get("postprocess", 0.0) + (time.perf_counter() - start) * 1000.0 - models
         return reading
 
-    def _output(self, volume: Volume, model_input: ModelInput, findings, timer: Timer, class_map, levels) -> StudyOutput:
+    def _output(self, volume: Volume, model_input: ModelInput, findings, timer: Timer, class_map,
+                levels: LevelResult) -> StudyOutput:
         result = ScreeningResult.from_findings(
             volume.study_instance_uid,
             volume.series_instance_uid,
@@ -200,7 +201,6 @@ class Screener:
             pipeline_version=self.pipeline_version,
             grading=self.settings.grading,
             timings_ms=timer.ms,
-            level_naming=None if levels is None else LevelNaming(
-                anchor=levels.anchor, notes=tuple(levels.notes), in_doubt=levels.in_doubt),
+            level_naming=LevelNaming(anchor=levels.anchor, notes=tuple(levels.notes), in_doubt=levels.in_doubt),
         )
         return StudyOutput(result, volume, model_input, class_map, levels)

@@ -176,7 +176,18 @@ class LabelledVertebra:
 
 UNCERTAIN_NOTE = "level naming uncertain"
 UNSEEN_COUNT_NOTE = "the number of rib-bearing vertebrae is not seen"
-"""How the two notes that put a study's names in doubt begin (see :attr:`LevelResult.in_doubt`)."""
+"""How the two notes that put a study's names in doubt begin (see :func:`naming_doubt`)."""
+
+
+def naming_doubt(notes) -> str | None:
+    """Which doubt the labeller's ``notes`` put on the names: ``"close call"`` (another naming
+    fits nearly as well: any name may be one off), ``"rib count"`` (only the prior chose the
+    number of rib-bearing vertebrae: the cervical and thoracic names may be), or None."""
+    if any(note.startswith(UNCERTAIN_NOTE) for note in notes):
+        return "close call"
+    if any(note.startswith(UNSEEN_COUNT_NOTE) for note in notes):
+        return "rib count"
+    return None
 
 
 @dataclass
@@ -188,9 +199,8 @@ class LevelResult:
 
     @property
     def in_doubt(self) -> bool:
-        """Another naming fits nearly as well, or only the prior chose the rib count: every
-        thoracic name may be one off."""
-        return any(note.startswith((UNCERTAIN_NOTE, UNSEEN_COUNT_NOTE)) for note in self.notes)
+        """Some names may be one off (see :func:`naming_doubt`)."""
+        return naming_doubt(self.notes) is not None
 
 
 @dataclass
@@ -732,11 +742,13 @@ def level_sequence(n_thoracic: int, n_lumbar: int) -> list[str]:
 @dataclass(frozen=True)
 class Naming:
     """One reading of the column: a name per body (superior first; '' beyond the known
-    levels), the anatomy it assumes, and its score (log prior + rib evidence)."""
+    levels), the anatomy it assumes, the rib evidence of the bodies it names thoracic, and its
+    score (log prior + that evidence)."""
 
     names: tuple[str, ...]
     anatomy: str
     score: float
+    evidence: float
 
 
 def body_evidence(rib: np.ndarray, first_rib: np.ndarray) -> np.ndarray:
@@ -765,9 +777,8 @@ def readings(rib: np.ndarray, first_rib: np.ndarray, has_sacrum: bool) -> list[N
         offsets = [spare] if has_sacrum else range(min(0, spare), spare + 1)
         for offset in offsets:
             names = tuple(sequence[offset + i] if offset + i >= 0 else "" for i in range(n))
-            score = float(np.log(prior))
-            score += float(sum(evidence[i] for i, name in enumerate(names) if name.startswith("T")))
-            found.append(Naming(names, anatomy, score))
+            thoracic = float(sum(evidence[i] for i, name in enumerate(names) if name.startswith("T")))
+            found.append(Naming(names, anatomy, float(np.log(prior)) + thoracic, thoracic))
     found.sort(key=lambda naming: -naming.score)
     return found
 
@@ -777,11 +788,10 @@ def unseen_rib_counts(found: list[Naming]) -> list[str]:
     same rib evidence as the best naming: only the prior chose between them. With the sacrum
     in view that happens when the top of the thoracic spine is not: the extra or missing
     rib-bearing vertebra would lie beyond the scan, or in a body the scan cuts."""
-    priors = {anatomy: prior for anatomy, _t, _l, prior in ANATOMY}
-    evidence = {}
+    evidence: dict[str, float] = {}
     for naming in found:  # best first: the first naming of each anatomy is its best
-        evidence.setdefault(naming.anatomy, naming.score - float(np.log(priors[naming.anatomy])))
-    best = evidence[found[0].anatomy]
+        evidence.setdefault(naming.anatomy, naming.evidence)
+    best = found[0].evidence
     return [anatomy for anatomy, _t, n_lumbar, _p in ANATOMY[1:]
             if n_lumbar == ANATOMY[0][2] and anatomy in evidence and abs(evidence[anatomy] - best) < TIE_NATS]
 
