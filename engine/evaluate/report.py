@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel, ConfigDict
 
 from engine.evaluate.confounders import count_by_type
+from engine.evaluate.intervals import bootstrap_auc, clustered_proportion
 from engine.evaluate.matching import MATCH_RADIUS_MM
 from engine.evaluate.metrics import (
     auc,
@@ -23,7 +24,7 @@ from engine.evaluate.metrics import (
     share,
     threshold_counts,
 )
-from engine.evaluate.study import FRACTURE_GRADE, StudyEvaluation
+from engine.evaluate.study import FRACTURE_GRADE, StudyEvaluation, VertebraPair
 
 GRADE_THRESHOLDS = (1, 2, 3)
 UNSCORED_LEVELS = frozenset({"S1"})
@@ -135,6 +136,15 @@ class TargetCheck(_Model):
     value: float | None
     target: float
     met: bool
+    """The value is at least the target (the point estimate decides)."""
+    interval: tuple[float, float] | None = None
+    """95% interval of the value, the study being the unit of chance (:mod:`.intervals`)."""
+
+    @property
+    def settled(self) -> bool:
+        """The whole interval lies on one side of the target: met, or missed, beyond this
+        set's noise. False without an interval."""
+        return self.interval is not None and (self.interval[0] >= self.target or self.interval[1] < self.target)
 
 
 class EvaluationReport(_Model):
@@ -162,6 +172,30 @@ class EvaluationReport(_Model):
     @property
     def all_targets_met(self) -> bool:
         return all(t.met for t in self.targets)
+
+
+def _intervals(analysed: Sequence[StudyEvaluation]) -> dict[str, tuple[float, float] | None]:
+    """95% interval of each target figure, the study being the unit (see :mod:`.intervals`)."""
+    found: dict[str, tuple[float, float] | None] = {
+        "level_identification": clustered_proportion(
+            [e.correct_level for e in analysed], [e.true_vertebrae for e in analysed]),
+    }
+    for threshold in (2, 3):
+        counts = [threshold_counts([p.true_grade for p in e.pairs], [p.predicted_grade for p in e.pairs], threshold)
+                  for e in analysed]
+        found[f"sensitivity_grade{threshold}"] = clustered_proportion(
+            [c.tp for c in counts], [c.tp + c.fn for c in counts])
+        found[f"ppv_grade{threshold}"] = clustered_proportion([c.tp for c in counts], [c.tp + c.fp for c in counts])
+    scored = [[p for p in e.pairs if _scored(p)] for e in analysed]
+    found["auc_grade2"] = bootstrap_auc([[p.fracture_probability for p in pairs] for pairs in scored],
+                                        [[p.true_grade >= 2 for p in pairs] for pairs in scored])
+    return found
+
+
+def _scored(pair: VertebraPair) -> bool:
+    """A pair the AUCs are computed over: a true vertebra, matched, on a scored level."""
+    return pair.true_grade is not None and pair.predicted_grade is not None \
+        and pair.predicted_level not in UNSCORED_LEVELS
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -207,8 +241,7 @@ def build_report(
         misnamed=detected - correct,
         misnamed_in_doubt=sum(e.matched - e.correct_level for e in analysed if e.names_in_doubt),
     )
-    matched = [p for p in pairs if p.true_grade is not None and p.predicted_grade is not None
-               and p.predicted_level not in UNSCORED_LEVELS]
+    matched = [p for p in pairs if _scored(p)]
     scores = [p.fracture_probability for p in matched]
     true_grades = [p.true_grade for p in pairs]
     predicted_grades = [p.predicted_grade for p in pairs]
@@ -253,10 +286,11 @@ def build_report(
         per_study=list(evaluations),
     )
     checks = []
+    intervals = _intervals(analysed)
     for name, label, minimum in TARGETS:
         value = report.figure(name)
         checks.append(TargetCheck(figure=name, label=label, value=value, target=minimum,
-                                  met=value is not None and value >= minimum))
+                                  met=value is not None and value >= minimum, interval=intervals.get(name)))
     return report.model_copy(update={"targets": checks})
 
 

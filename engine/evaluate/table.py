@@ -83,6 +83,29 @@ def summary_table(report: EvaluationReport) -> Table:
     return table
 
 
+def targets_table(report: EvaluationReport) -> Table:
+    """Each target figure with its 95% interval and whether this set settles it."""
+    table = Table(title="targets, with 95% intervals (the study as the unit of chance)")
+    for name, justify in (("figure", "left"), ("value", "right"), ("95% interval", "right"),
+                          ("target", "right"), ("", "left")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for check in report.targets:
+        auc_like = check.figure.startswith("auc")
+
+        def shown(value: float | None, auc_like: bool = auc_like) -> str:
+            return _num(value) if auc_like else _pct(value)
+
+        interval = "n/a" if check.interval is None else f"{shown(check.interval[0])} - {shown(check.interval[1])}"
+        target = f">= {check.target:.2f}" if auc_like else f">= {100 * check.target:.0f}%"
+        if check.met:
+            verdict = "[green]met[/green]" if check.settled else "[yellow]met, within noise[/yellow]"
+        else:
+            verdict = "[red]not met[/red]" if check.settled else "[yellow]not met, within noise[/yellow]"
+        table.add_row(check.label, shown(check.value), interval, target, verdict)
+    table.caption = "within noise: the interval reaches across the target, so this set cannot settle it"
+    return table
+
+
 def confounder_table(report: EvaluationReport) -> Table:
     """False-positive fracture calls by the confounder they fall on."""
     fps = report.false_positives
@@ -100,4 +123,4 @@ def confounder_table(report: EvaluationReport) -> Table:
 
 def report_renderable(report: EvaluationReport) -> Group:
     """Everything the command prints."""
-    return Group(summary_table(report), confounder_table(report))
+    return Group(summary_table(report), targets_table(report), confounder_table(report))
