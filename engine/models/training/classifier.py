@@ -10,7 +10,6 @@ scoliosis) are among the intact ones and teach the model what not to call a frac
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -19,8 +18,13 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from engine.models.networks import ClassifierConfig, VertebraClassifier, build_classifier
+from engine.models.networks import (
+    ClassifierConfig,
+    VertebraClassifier,
+    build_classifier,
+)
 from engine.models.training.data import Sample
+from engine.models.training.loop import fit
 from engine.screen import cut_crops
 
 log = logging.getLogger(__name__)
@@ -125,12 +129,8 @@ def train_classifier(
     intact = np.flatnonzero(bank.grade == 0)
     log.info("classifier: %d crops (%d fractured)", len(bank.grade), len(fractured))
     net = build_classifier(net_config)
-    net.train()
-    optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=config.steps, pct_start=0.1)
-    losses: list[float] = []
-    start = time.monotonic()
-    for step in range(config.steps):
+
+    def batch_loss() -> torch.Tensor:
         if len(fractured) and len(intact):
             half = config.batch // 2
             rows = np.concatenate([rng.choice(fractured, half), rng.choice(intact, config.batch - half)])
@@ -147,14 +147,8 @@ def train_classifier(
             levels = torch.arange(grade_logits.shape[1], dtype=grade_logits.dtype)
             expected = (torch.softmax(grade_logits, dim=1) * levels).sum(dim=1)
             loss = loss + config.ordinal_weight * ((expected - grades.to(expected.dtype)) ** 2).mean()
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        losses.append(float(loss.detach()))
-        if on_step:
-            on_step(step, losses[-1])
-        if step % 200 == 0:
-            log.info("classifier step %d/%d loss %.4f (%.0f s)", step, config.steps, losses[-1], time.monotonic() - start)
-    net.eval()
+        return loss
+
+    losses = fit(net, batch_loss, steps=config.steps, lr=config.lr, name="classifier", log=log, log_every=200,
+                 on_step=on_step)
     return net, losses

@@ -11,7 +11,6 @@ MONAI's Dice + cross-entropy loss.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from monai.losses import DiceCELoss
 
 from engine.models.networks import SegmenterConfig, build_segmenter
 from engine.models.training.data import Sample
+from engine.models.training.loop import fit
 from engine.models.training.warmstart import load_onnx_weights
 
 log = logging.getLogger(__name__)
@@ -119,13 +119,9 @@ def train_segmenter(
     if init_from is not None:
         g = net_config.grid_multiple
         load_onnx_weights(net, init_from, torch.rand(1, 1, 2 * g, 2 * g, 2 * g))
-    net.train()
-    optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=config.steps, pct_start=0.1)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
-    losses: list[float] = []
-    start = time.monotonic()
-    for step in range(config.steps):
+
+    def batch_loss() -> torch.Tensor:
         xs, ys = [], []
         for _ in range(config.batch):
             sample = samples[rng.integers(len(samples))]
@@ -134,17 +130,10 @@ def train_segmenter(
             ys.append(y)
         x = torch.from_numpy(np.stack(xs)[:, None])
         y = torch.from_numpy(np.stack(ys)[:, None])
-        optimiser.zero_grad(set_to_none=True)
-        loss = loss_fn(net(x), y)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        losses.append(float(loss.detach()))
-        if on_step:
-            on_step(step, losses[-1])
-        if step % 100 == 0:
-            log.info("segmenter step %d/%d loss %.4f (%.0f s)", step, config.steps, losses[-1], time.monotonic() - start)
-    net.eval()
+        return loss_fn(net(x), y)
+
+    losses = fit(net, batch_loss, steps=config.steps, lr=config.lr, name="segmenter", log=log, log_every=100,
+                 on_step=on_step)
     return net, losses
 
 
