@@ -77,6 +77,16 @@ def check_volume(volume: np.ndarray, grid_multiple: int) -> None:
         )
 
 
+def check_crops(crops: np.ndarray, crop_size: int) -> None:
+    """Refuse what a classification backend cannot take: not float32 crops (N, 1, c, c, c) of
+    the model's crop size (the caller cut them wrong, or for another model)."""
+    c = crop_size
+    if crops.ndim != 5 or crops.shape[1:] != (1, c, c, c):
+        raise ValueError(f"classify() takes crops (N, 1, {c}, {c}, {c}), got shape {crops.shape}")
+    if crops.dtype != np.float32:
+        raise TypeError(f"classify() takes float32 crops, got {crops.dtype}")
+
+
 def channel_probability(logits: np.ndarray, channel: int) -> np.ndarray:
     """The softmax probability of one channel of (C, ...) logits, without the other C-1 maps:
     1 / sum_k exp(l_k - l_channel), accumulated one channel at a time (float32, no overflow:

@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from engine.errors import ConfigurationError
-from engine.infer.base import check_volume, sigmoid, softmax
+from engine.infer.base import check_crops, check_volume, sigmoid, softmax
 from engine.models.contract import (
     CLS_FRACTURE_OUTPUT,
     CLS_GRADE_OUTPUT,
@@ -145,11 +145,7 @@ class OnnxBackend:
 
     def classify(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Fracture probability (N,) and grade probabilities (N, 4), in runs of ``crop_batch_size``."""
-        c = self.crop_size
-        if crops.ndim != 5 or crops.shape[1:] != (1, c, c, c):
-            raise ValueError(f"classify() takes crops (N, 1, {c}, {c}, {c}), got shape {crops.shape}")
-        if crops.dtype != np.float32:
-            raise TypeError(f"classify() takes float32 crops, got {crops.dtype}")
+        check_crops(crops, self.crop_size)
         n = crops.shape[0]
         fracture = np.empty((n,), dtype=np.float32)
         grades = np.empty((n, len(GRADE_CLASSES)), dtype=np.float32)

@@ -30,7 +30,7 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 from tritonclient.utils.shared_memory import SharedMemoryException
 
 from engine.errors import ConfigurationError, TransientError
-from engine.infer.base import check_volume
+from engine.infer.base import check_crops, check_volume
 from engine.infer.triton_client import (
     TritonConnection,
     TritonRequestError,
@@ -326,11 +326,7 @@ class TritonBackend:
 
     def classify(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Fracture probability (N,) and grade probabilities (N, 4) from ``vertebra_cls``."""
-        c = self.crop_size
-        if crops.ndim != 5 or crops.shape[1:] != (1, c, c, c):
-            raise ValueError(f"classify() takes crops (N, 1, {c}, {c}, {c}), got shape {crops.shape}")
-        if crops.dtype != np.float32:
-            raise TypeError(f"classify() takes float32 crops, got {crops.dtype}")
+        check_crops(crops, self.crop_size)
         step = min(self.models.crop_batch_size, s.CLS_MAX_BATCH)
         logits, grades = [], []
         for start in range(0, len(crops), step):

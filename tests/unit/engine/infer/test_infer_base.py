@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.infer.base import label_map, sigmoid, softmax
+from engine.infer.base import check_crops, label_map, sigmoid, softmax
 
 
 def test_sigmoid_is_exact_and_never_overflows():
@@ -31,3 +31,14 @@ def test_label_map_is_the_channel_argmax():
     assert labels[0, 0, 0] == 2 and labels[1, 1, 1] == 1 and labels[0, 1, 0] == 0
     with pytest.raises(ValueError, match=r"\(C, D, H, W\)"):
         label_map(logits[0])
+
+
+def test_check_crops_names_the_expected_shape_and_dtype():
+    """Both backends refuse bad crops through this one check, with these messages."""
+    check_crops(np.zeros((0, 1, 16, 16, 16), np.float32), 16)
+    with pytest.raises(ValueError) as wrong_shape:
+        check_crops(np.zeros((2, 1, 32, 32, 32), np.float32), 16)
+    assert str(wrong_shape.value) == "classify() takes crops (N, 1, 16, 16, 16), got shape (2, 1, 32, 32, 32)"
+    with pytest.raises(TypeError) as wrong_dtype:
+        check_crops(np.zeros((2, 1, 16, 16, 16)), 16)
+    assert str(wrong_dtype.value) == "classify() takes float32 crops, got float64"
