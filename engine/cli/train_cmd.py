@@ -63,6 +63,10 @@ def register(app: typer.Typer) -> None:
         seg_lr: float = typer.Option(3e-3, min=1e-6, help="Segmenter peak learning rate."),
         seg_edge: float = typer.Option(
             0.25, min=0.0, max=1.0, help="Share of segmenter patches on the spine where the volume ends (top or bottom)."),
+        seg_fracture: float = typer.Option(
+            0.0, min=0.0, max=1.0, help="Share of segmenter patches centred on a vertebra of grade 2 or 3."),
+        seg_adjacent: int = typer.Option(
+            0, min=0, help="Extra phantoms with two adjacent vertebrae fractured, for the segmenter only; ~2 s each."),
         seg_init: Path = typer.Option(None, help="Continue from this exported segmenter (ONNX) instead of random weights."),
         version: str = typer.Option("1", help="Weights version written into the models."),
         out: Path = typer.Option(None, help="Output folder (default: models.dir from the settings)."),
@@ -79,7 +83,7 @@ def register(app: typer.Typer) -> None:
         from engine.models.training.evaluation import classifier_metrics, segmenter_metrics
         from engine.models.training.segmenter import SegTrainConfig, train_segmenter
         from engine.phantom import PhantomConfig
-        from engine.phantom.training import training_example, upper_thoracic_fracture
+        from engine.phantom.training import adjacent_fractures, training_example, upper_thoracic_fracture
         from engine.preprocess import Preprocessor
 
         if what not in ("all", "segmenter", "classifier"):
@@ -100,13 +104,21 @@ def register(app: typer.Typer) -> None:
         # the upper thoracic extras feed the classifier only
         upper_seeds = range(seed + 300_000, seed + 300_000 + (cls_upper if what != "segmenter" else 0))
         key_upper = ("upper-thoracic fracture|" + phantom.model_dump_json(), settings.preprocess.model_dump_json())
+        # the adjacent-fracture extras feed the segmenter only
+        adjacent_seeds = range(seed + 400_000, seed + 400_000 + (seg_adjacent if what != "classifier" else 0))
+        key_adjacent = ("adjacent fractures|" + phantom.model_dump_json(), settings.preprocess.model_dump_json())
         started = time.monotonic()
 
         with _progress() as progress:
-            task = progress.add_task("phantoms", total=studies + full_studies + validation + len(upper_seeds), note="")
+            task = progress.add_task("phantoms", total=studies + full_studies + validation + len(upper_seeds) + len(adjacent_seeds), note="")
             classifier_only = build_samples(
                 upper_seeds,
                 lambda s: training_example(s, upper_thoracic_fracture(s, phantom)), preprocessor, cache, key_upper,
+                progress=lambda n: progress.advance(task, n),
+            )
+            segmenter_only = build_samples(
+                adjacent_seeds,
+                lambda s: training_example(s, adjacent_fractures(s, phantom)), preprocessor, cache, key_adjacent,
                 progress=lambda n: progress.advance(task, n),
             )
             train_samples = build_samples(
@@ -130,12 +142,13 @@ def register(app: typer.Typer) -> None:
         if what in ("all", "segmenter"):
             if seg_patch % seg_config.grid_multiple:
                 raise typer.BadParameter(f"--seg-patch {seg_patch} must be a multiple of {seg_config.grid_multiple}")
-            cfg = SegTrainConfig(steps=seg_steps, seed=seed, patch=(seg_patch,) * 3, lr=seg_lr, edge_focus=seg_edge)
+            cfg = SegTrainConfig(steps=seg_steps, seed=seed, patch=(seg_patch,) * 3, lr=seg_lr, edge_focus=seg_edge,
+                                 fracture_focus=seg_fracture)
             t0 = time.monotonic()
             with _progress() as progress:
                 task = progress.add_task("segmenter", total=cfg.steps, note="")
                 net, losses = train_segmenter(
-                    train_samples, seg_config, cfg, on_step=lambda i, loss: progress.update(task, advance=1, note=f"loss {loss:.3f}"),
+                    train_samples + segmenter_only, seg_config, cfg, on_step=lambda i, loss: progress.update(task, advance=1, note=f"loss {loss:.3f}"),
                     init_from=seg_init,
                 )
             seg_s = time.monotonic() - t0
@@ -146,7 +159,9 @@ def register(app: typer.Typer) -> None:
             recipe["segmenter"] = {"continued_from": lineage(seg_init, previous) if seg_init else "random initialisation",
                                    "steps": cfg.steps, "batch": cfg.batch, "patch": list(cfg.patch), "lr": cfg.lr,
                                    "patches": f"{cfg.edge_focus:.0%} on the spine at the volume's ends, "
-                                              f"{cfg.elsewhere_on_spine:.0%} elsewhere on the spine",
+                                              + (f"{cfg.fracture_focus:.0%} on a grade 2-3 vertebra, "
+                                                 if cfg.fracture_focus else "")
+                                              + f"{cfg.elsewhere_on_spine:.0%} elsewhere on the spine",
                                    "loss": "Dice + cross-entropy (MONAI DiceCELoss)", "optimiser": "AdamW, one-cycle",
                                    "final_loss": round(float(np.mean(losses[-50:])), 4), "minutes": round(seg_s / 60, 1)}
             models.append({**describe_model_file(report.path), "name": "vertebra_seg", "parameters": count_parameters(net),
@@ -181,6 +196,9 @@ def register(app: typer.Typer) -> None:
         for entry in recipe.values():  # each model records the data it was trained on
             entry["data"] = f"{studies} phantoms (seeds {data['seeds']}) + {full_studies} clinical-size" + (
                 f" (seeds {data['clinical_size_seeds']})" if full_studies else "")
+        if "segmenter" in recipe and adjacent_seeds:
+            recipe["segmenter"]["data"] += (f" + {len(adjacent_seeds)} with two adjacent vertebrae fractured"
+                                            f" (seeds {adjacent_seeds.start}..{adjacent_seeds.stop - 1})")
         if "classifier" in recipe and upper_seeds:
             recipe["classifier"]["data"] += (f" + {len(upper_seeds)} with a fracture planted at T1..T5"
                                              f" (seeds {upper_seeds.start}..{upper_seeds.stop - 1})")

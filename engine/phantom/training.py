@@ -104,6 +104,38 @@ def upper_thoracic_fracture(seed: int, base: PhantomConfig) -> PhantomConfig:
     return base.model_copy(update={"fractures": (fracture,), "partial_coverage_probability": 0.0})
 
 
+ADJACENT_LEVELS = ("T5", "T6", "T7", "T8", "T9", "T10", "T11", "T12", "L1", "L2", "L3")
+"""Upper levels of the adjacent pairs planted for the segmenter: the mid-thoracic spine and
+the thoracolumbar junction, where osteoporotic fractures cluster."""
+
+
+def adjacent_fractures(seed: int, base: PhantomConfig) -> PhantomConfig:
+    """``base`` with two adjacent vertebrae fractured at grade 2 or 3, for the segmenter.
+
+    Two crushed neighbours leave only a thin disc between them. The sampled mix rarely plants
+    such a pair, and a segmenter that has not seen one runs the body class across that disc:
+    one segment then holds both bodies, one fracture is lost and every name above it shifts.
+    Level, grades and morphologies are drawn from ``seed``; the field of view covers the trunk.
+    """
+    rng = np.random.default_rng([seed, 0xAD1A])
+    upper = int(rng.integers(len(ADJACENT_LEVELS)))
+    levels = (ADJACENT_LEVELS[upper], _next_level(ADJACENT_LEVELS[upper]))
+    fractures = tuple(
+        PlantedFracture(level=level, morphology=str(rng.choice(MORPHOLOGIES)),  # type: ignore[arg-type]
+                        grade=int(rng.integers(2, 4)))
+        for level in levels
+    )
+    return base.model_copy(update={"fractures": fractures, "partial_coverage_probability": 0.0, "transitional": "none"})
+
+
+def _next_level(level: str) -> str:
+    """The level below ``level`` in a spine of 12 thoracic and 5 lumbar vertebrae."""
+    region, number = level[0], int(level[1:])
+    if region == "T":
+        return "L1" if number == 12 else f"T{number + 1}"
+    return f"L{number + 1}"
+
+
 def training_example(seed: int, config: PhantomConfig) -> tuple[Volume, np.ndarray, dict]:
     """One phantom rendered in memory: its volume, training class map and truth."""
     study = generate_study(seed, config)

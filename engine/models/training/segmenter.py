@@ -42,13 +42,19 @@ class SegTrainConfig:
     edge_focus: float = 0.0
     """Share of patches centred on a labelled voxel within a quarter patch of the volume's
     superior or inferior end (so the patch holds the end and what lies beyond it)."""
+    fracture_focus: float = 0.0
+    """Share of patches centred on a vertebra of grade 2 or 3 (its true centroid, jittered like
+    the others): a collapsed endplate and the thin disc beside it fill a few voxels of a
+    patch, and most patches hold no fracture at all."""
     seed: int = 0
     """Seed of patch sampling, augmentation and weight initialisation."""
 
     @property
     def elsewhere_on_spine(self) -> float:
-        """Share of patches centred on any labelled voxel (``spine_focus`` after the edge share)."""
-        return min(1.0, self.edge_focus + self.spine_focus) - self.edge_focus
+        """Share of patches centred on any labelled voxel (``spine_focus`` after the edge and
+        fracture shares)."""
+        special = self.edge_focus + self.fracture_focus
+        return max(0.0, min(1.0, special + self.spine_focus) - special)
 
 
 def _labelled_voxel(classes: np.ndarray, rng: np.random.Generator, axis0: slice = slice(None)) -> np.ndarray | None:
@@ -62,12 +68,18 @@ def _labelled_voxel(classes: np.ndarray, rng: np.random.Generator, axis0: slice 
     return index
 
 
-def random_patch(sample: Sample, patch: Sequence[int], rng: np.random.Generator, focus: float, edge: float = 0.0):
+def random_patch(
+    sample: Sample, patch: Sequence[int], rng: np.random.Generator, focus: float, edge: float = 0.0,
+    fracture: float = 0.0,
+):
     """A (patch) crop of tensor and classes; regions outside the volume read as air / background.
 
     With probability ``edge`` the centre is a labelled voxel within a quarter patch of the
     superior or inferior end (axis 0), so that after the jitter of at most a quarter patch the
-    end lies inside the patch; else with probability ``focus`` any labelled voxel; else anywhere.
+    end lies inside the patch; else with probability ``fracture`` the centroid of a vertebra of
+    grade >= 2; else with probability ``focus`` any labelled voxel; else anywhere. A sample
+    without what its draw asks for falls back to any labelled voxel. With ``fracture`` 0 the
+    draws are those of earlier versions, so seeded runs repeat.
     """
     shape = np.array(sample.tensor.shape)
     size = np.array(patch)
@@ -78,7 +90,11 @@ def random_patch(sample: Sample, patch: Sequence[int], rng: np.random.Generator,
         reach = max(1, int(size[0]) // 4 - 1)  # even the largest jitter away leaves the end inside
         ends = [slice(first, first + reach), slice(max(first, last - reach), last)]
         foreground = _labelled_voxel(sample.classes, rng, ends[int(rng.integers(2))])
-    if foreground is None and draw < edge + focus:
+    elif draw < edge + fracture:
+        fractured = [v.centroid for v in sample.vertebrae if v.grade >= 2]
+        if fractured:
+            foreground = np.rint(fractured[int(rng.integers(len(fractured)))]).astype(int)
+    if foreground is None and draw < edge + fracture + focus:
         foreground = _labelled_voxel(sample.classes, rng)
     centre = foreground + rng.integers(-size // 4, size // 4 + 1) if foreground is not None else rng.integers(0, shape)
     lo = centre - size // 2
@@ -125,7 +141,8 @@ def train_segmenter(
         xs, ys = [], []
         for _ in range(config.batch):
             sample = samples[rng.integers(len(samples))]
-            x, y = augment(*random_patch(sample, config.patch, rng, config.spine_focus, config.edge_focus), rng)
+            x, y = augment(*random_patch(sample, config.patch, rng, config.spine_focus, config.edge_focus,
+                                                  config.fracture_focus), rng)
             xs.append(x)
             ys.append(y)
         x = torch.from_numpy(np.stack(xs)[:, None])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.models.networks import SegmenterConfig
-from engine.models.training.data import Sample
+from engine.models.training.data import Sample, VertebraTruth
 from engine.models.training.segmenter import (
     SegTrainConfig,
     random_patch,
@@ -57,6 +57,38 @@ def test_without_edge_focus_few_patches_see_an_end():
     ends = sum(holds_an_end(random_patch(sample, (32, 32, 32), rng, focus=1.0)[0]) for _ in range(60))
     with_edge = sum(holds_an_end(random_patch(sample, (32, 32, 32), rng, focus=0.0, edge=1.0)[0]) for _ in range(60))
     assert ends < 20 and with_edge == 60
+
+
+def test_fracture_patches_centre_on_a_fractured_vertebra():
+    sample = column()
+    # the body at rows 62-69 is grade 2 and marked brighter; the grade 1 one above draws no patch
+    sample.tensor[62:70, 15:25, 15:25] = 0.9
+    sample.vertebrae = [VertebraTruth("T12", np.array([65.5, 19.5, 19.5]), 2, 0.3),
+                        VertebraTruth("T11", np.array([53.5, 19.5, 19.5]), 1, 0.22)]
+    rng = np.random.default_rng(4)
+    # the centre moves by at most a quarter patch, so a 32-voxel patch always holds that body
+    fracture = [random_patch(sample, (32, 32, 32), rng, focus=0.0, fracture=1.0)[0].max() for _ in range(40)]
+    anywhere = [random_patch(sample, (32, 32, 32), rng, focus=1.0)[0].max() for _ in range(40)]
+    assert all(v == np.float32(0.9) for v in fracture)
+    assert sum(v == np.float32(0.9) for v in anywhere) < 30
+    # without a fractured vertebra the draw falls back to any labelled voxel
+    sample.vertebrae = sample.vertebrae[1:]
+    assert all(random_patch(sample, (32, 32, 32), rng, focus=0.0, fracture=1.0)[1].any() for _ in range(20))
+
+
+def test_a_zero_fracture_share_repeats_the_draws_of_earlier_runs():
+    sample = column()
+    sample.vertebrae = [VertebraTruth("L1", np.array([101.5, 19.5, 19.5]), 3, 0.45)]
+
+    def draws(**fracture):
+        rng = np.random.default_rng(9)
+        return [random_patch(sample, (32, 32, 32), rng, focus=0.85, edge=0.25, **fracture)[1].sum()
+                for _ in range(12)]
+
+    assert draws() == draws(fracture=0.0)
+    assert draws() != draws(fracture=0.5)
+    assert SegTrainConfig(edge_focus=0.25, fracture_focus=0.2, spine_focus=0.85).elsewhere_on_spine == 0.55
+    assert SegTrainConfig(edge_focus=0.25, spine_focus=0.85).elsewhere_on_spine == 0.75
 
 
 def test_training_with_edge_patches_runs_and_the_loss_falls():

@@ -1,0 +1,38 @@
+"""`vcfscreen train` end to end at toy size: both models exported, the extras recorded in training.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import onnx
+from typer.testing import CliRunner
+
+from engine.cli import app
+
+runner = CliRunner()
+
+
+def test_train_exports_both_models_and_records_every_data_source(tmp_path, monkeypatch):
+    # the command configures logging onto the runner's temporary stderr; keep the root logger ours
+    root_logger = logging.getLogger()
+    monkeypatch.setattr(root_logger, "handlers", list(root_logger.handlers))
+    monkeypatch.setattr(root_logger, "level", root_logger.level)
+    out = tmp_path / "models"
+    run = runner.invoke(app, [
+        "train", "--studies", "2", "--validation", "1", "--full-studies", "0", "--matrix", "64",
+        "--seg-steps", "2", "--cls-steps", "2", "--seg-patch", "32", "--seg-fracture", "0.5",
+        "--seg-adjacent", "1", "--cls-upper", "1", "--seed", "7", "--version", "t",
+        "--out", str(out), "--cache", str(tmp_path / "cache"),
+    ])
+    assert run.exit_code == 0, run.output
+    info = json.loads((out / "training.json").read_text())
+    assert {m["name"] for m in info["models"]} == {"vertebra_seg", "vertebra_cls"}
+    for model in info["models"]:
+        onnx.checker.check_model(onnx.load(str(out / model["file"])))
+    recipe = info["training"]["recipe"]
+    assert "1 with two adjacent vertebrae fractured (seeds 400007..400007)" in recipe["segmenter"]["data"]
+    assert "adjacent" not in recipe["classifier"]["data"]
+    assert "1 with a fracture planted at T1..T5 (seeds 300007..300007)" in recipe["classifier"]["data"]
+    assert "50% on a grade 2-3 vertebra" in recipe["segmenter"]["patches"]
+    assert (out / "MODEL_CARD.md").read_text().count("two adjacent vertebrae fractured") == 1
