@@ -31,16 +31,34 @@ def register(app: typer.Typer) -> None:
                  "not exist yet receives the results of this run's screening.",
         ),
         limit: int | None = typer.Option(None, "--limit", min=1, help="Evaluate only the first N studies (name order)."),
+        against: Path | None = typer.Option(
+            None, "--against",
+            help="An earlier report (--out JSON) of the same studies: print what changed, figure by figure "
+                 "and study by study.",
+        ),
     ) -> None:
         """Screen every phantom study and print level identification, fracture detection,
         false positives by confounder, unanalysable share, Dice and runtime, beside the targets."""
         from engine.evaluate import TruthFileError, evaluate_folder, evaluate_results
-        from engine.evaluate.table import report_renderable
-        from engine.logs import setup_logging
+        from engine.evaluate.compare import compare
+        from engine.evaluate.report import EvaluationReport
+        from engine.evaluate.table import comparison_renderable, report_renderable
+        from engine.logs import setup_logging, study_ref
 
         if not phantom_dir.exists():
             typer.echo(f"{phantom_dir} does not exist", err=True)
             raise typer.Exit(code=2)
+        earlier = None
+        if against is not None:  # read before screening: a bad file should not cost a run
+            try:
+                earlier = EvaluationReport.model_validate_json(against.read_text(encoding="utf-8"))
+            except OSError as exc:
+                typer.echo(f"cannot read the earlier report {against}: {exc.strerror or exc}", err=True)
+                raise typer.Exit(code=2) from None
+            except ValueError as exc:
+                first = str(exc).splitlines()[0]
+                typer.echo(f"{against} is not a vcfscreen evaluate report (--out JSON): {first}", err=True)
+                raise typer.Exit(code=2) from None
         settings = load_settings()
         setup_logging(settings.logging)
         console = Console()
@@ -73,6 +91,8 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(code=2) from None
 
         console.print(report_renderable(report))
+        if earlier is not None:
+            console.print(comparison_renderable(compare(earlier, report), study_ref))
         if read_only:
             console.print(f"results read from {results}; Dice needs a screening in the same run")
         if out is not None:

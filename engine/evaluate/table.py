@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rich.console import Group
 from rich.table import Table
 
+from engine.evaluate.compare import Comparison
 from engine.evaluate.report import EvaluationReport
 
 
@@ -124,3 +127,68 @@ def confounder_table(report: EvaluationReport) -> Table:
 def report_renderable(report: EvaluationReport) -> Group:
     """Everything the command prints."""
     return Group(summary_table(report), targets_table(report), confounder_table(report))
+
+
+def _shown(value: float | None, kind: str) -> str:
+    if value is None:
+        return "n/a"
+    return {"share": _pct, "score": _num}.get(kind, lambda v: str(int(v)))(value)
+
+
+def _coloured(verdict: str, text: str) -> str:
+    colour = {"better": "green", "worse": "red"}.get(verdict)
+    return f"[{colour}]{text}[/{colour}]" if colour else text
+
+
+def comparison_renderable(comparison: Comparison, study_name: Callable[[str], str]) -> Group:
+    """The paired comparison: figures before and after on the shared studies, then every study
+    where something moved (named by ``study_name``, which decides whether UIDs are shown)."""
+    figures = Table(title=f"against the earlier report: {comparison.shared} studies in both")
+    for name, justify in (("figure", "left"), ("before", "right"), ("after", "right"), ("", "left")):
+        figures.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for f in comparison.figures:
+        figures.add_row(f.label, _shown(f.before, f.kind), _shown(f.after, f.kind),
+                        _coloured(f.verdict, f.verdict) if f.verdict != "same" else "")
+
+    def moved(what: str, unit: str) -> str:
+        better, worse = comparison.count(what, "better"), comparison.count(what, "worse")
+        return f"{_many(better, unit)} better, {worse} worse"
+
+    lines = [f"levels: {moved('levels', 'study')}; grade >= 2 calls: {moved('calls', 'vertebra')}; "
+             f"study flag: {moved('flag', 'study')}" if comparison.studies else "no study changed"]
+    if comparison.only_before or comparison.only_after:
+        lines.append(f"not compared: {_many(comparison.only_before, 'study')} only in the earlier report, "
+                     f"{comparison.only_after} only in this one")
+    summary = "\n".join(lines)
+    if not comparison.studies:
+        return Group(figures, summary)
+    studies = Table(title="studies that changed", show_lines=True)
+    for name in ("study", "levels right", "study flag", "vertebrae whose grade moved (true grade: before -> after)"):
+        studies.add_column(name)
+    for s in comparison.studies:
+        levels = f"{s.correct_before} -> {s.correct_after} of {s.true_vertebrae}"
+        if s.correct_after != s.correct_before:
+            levels = _coloured("better" if s.correct_after > s.correct_before else "worse", levels)
+        if s.status_after != s.status_before:
+            levels += f" ({s.status_before} -> {s.status_after})"
+        flag = ""
+        if s.flag_after != s.flag_before:
+            flag = _coloured("better" if s.flag_after == s.true_flag else "worse",
+                             f"{_yes(s.flag_before)} -> {_yes(s.flag_after)}")
+        calls = ", ".join(_coloured(c.verdict, f"{c.true_level} ({c.true_grade}): {_grade(c.before)} -> {_grade(c.after)}")
+                          for c in s.calls)
+        studies.add_row(study_name(s.uid), levels, flag, calls)
+    return Group(figures, summary, studies)
+
+
+def _many(count: int, unit: str) -> str:
+    plural = {"study": "studies", "vertebra": "vertebrae"}[unit]
+    return f"{count} {unit if count == 1 else plural}"
+
+
+def _yes(flag: bool | None) -> str:
+    return "n/a" if flag is None else ("flagged" if flag else "not flagged")
+
+
+def _grade(grade: int | None) -> str:
+    return "not found" if grade is None else str(grade)

@@ -83,9 +83,13 @@ def test_evaluate_screens_and_reports_every_figure(studies, oracle, tmp_path):
     lines = results.read_text().splitlines()
     assert sorted(json.loads(line)["study_instance_uid"] for line in lines) == [UID_A, UID_B]
 
-    # the same results read back: every figure but Dice
-    again = runner.invoke(app, ["evaluate", str(root), "--results", str(results), "--out", str(out)])
+    # the same results read back: every figure but Dice, and nothing changed against the first run
+    first = tmp_path / "first.json"
+    first.write_text(out.read_text())
+    again = runner.invoke(app, ["evaluate", str(root), "--results", str(results), "--out", str(out),
+                                "--against", str(first)])
     assert again.exit_code == 0, again.output
+    assert "against the earlier report: 2 studies in both" in again.stdout and "no study changed" in again.stdout
     reread = json.loads(out.read_text())
     assert reread["identification"] == report["identification"]
     assert reread["fracture"] == report["fracture"]
@@ -98,6 +102,17 @@ def test_evaluate_folder_honours_the_limit(studies, oracle):
     assert report.studies.valid == 1
     assert report.per_study[0].study_instance_uid == UID_A  # folders in name order
     assert report.per_study[0].bodies_dice > 0.95
+
+
+def test_a_bad_earlier_report_is_refused_before_any_screening(studies, oracle, tmp_path):
+    root, _ = studies
+    not_a_report = tmp_path / "notes.json"
+    not_a_report.write_text('{"source": "x"}')
+    run = runner.invoke(app, ["evaluate", str(root), "--against", str(not_a_report)])
+    assert run.exit_code == 2 and "is not a vcfscreen evaluate report" in run.output
+    run = runner.invoke(app, ["evaluate", str(root), "--against", str(tmp_path / "missing.json")])
+    assert run.exit_code == 2 and "cannot read the earlier report" in run.output
+    assert oracle.current is None, "a bad --against file must fail before any study is screened"
 
 
 def test_evaluate_without_truth_is_a_usage_error(tmp_path, oracle):
