@@ -60,6 +60,10 @@ class CallChange:
 
 @dataclass(frozen=True)
 class StudyChange:
+    """A study where something moved. ``calls`` and the unmatched counts compare two
+    screenings, so they are left empty when either side was not analysed: a study that failed
+    has no calls to compare, only its status change."""
+
     uid: str
     true_vertebrae: int
     correct_before: int
@@ -70,6 +74,9 @@ class StudyChange:
     calls: tuple[CallChange, ...]
     status_before: str
     status_after: str
+    unmatched_before: int = 0
+    """Grade >= 2 calls on predictions that identify no true vertebra (false positives)."""
+    unmatched_after: int = 0
 
 
 @dataclass(frozen=True)
@@ -89,7 +96,9 @@ class Comparison:
         if what == "flag":
             return sum((s.flag_after == s.true_flag) == (verdict == "better")
                        for s in self.studies if s.flag_after != s.flag_before)
-        return sum(c.verdict == verdict for s in self.studies for c in s.calls)
+        moved = sum(c.verdict == verdict for s in self.studies for c in s.calls)
+        return moved + sum(max(0, (s.unmatched_before - s.unmatched_after) * (1 if verdict == "better" else -1))
+                           for s in self.studies)
 
 
 def _calls(before: StudyEvaluation, after: StudyEvaluation) -> tuple[CallChange, ...]:
@@ -104,6 +113,10 @@ def _calls(before: StudyEvaluation, after: StudyEvaluation) -> tuple[CallChange,
         if grade_before != p.predicted_grade:
             moved.append(CallChange(p.true_level, p.true_grade, grade_before, p.predicted_grade))
     return tuple(moved)
+
+
+def _unmatched_calls(study: StudyEvaluation) -> int:
+    return sum(p.true_level is None and (p.predicted_grade or 0) >= FRACTURE_GRADE for p in study.pairs)
 
 
 def _figures(before: EvaluationReport, after: EvaluationReport) -> tuple[FigureChange, ...]:
@@ -138,13 +151,16 @@ def compare(before: EvaluationReport, after: EvaluationReport) -> Comparison:
     changes = []
     for uid in shared:
         b, a = old[uid], new[uid]
-        calls = _calls(b, a)
+        both = b.analysed and a.analysed
+        calls = _calls(b, a) if both else ()
+        unmatched = (_unmatched_calls(b), _unmatched_calls(a)) if both else (0, 0)
         if (b.correct_level != a.correct_level or b.predicted_flag != a.predicted_flag or calls
-                or b.status != a.status):
+                or unmatched[0] != unmatched[1] or b.status != a.status):
             changes.append(StudyChange(
                 uid=uid, true_vertebrae=a.true_vertebrae, correct_before=b.correct_level,
                 correct_after=a.correct_level, flag_before=b.predicted_flag, flag_after=a.predicted_flag,
                 true_flag=a.true_flag, calls=calls, status_before=b.status, status_after=a.status,
+                unmatched_before=unmatched[0], unmatched_after=unmatched[1],
             ))
     return Comparison(
         shared=len(shared),

@@ -146,6 +146,15 @@ class TargetCheck(_Model):
         set's noise. False without an interval."""
         return self.interval is not None and (self.interval[0] >= self.target or self.interval[1] < self.target)
 
+    @property
+    def verdict(self) -> str:
+        """``met`` or ``not met`` when the interval settles it (its side decides: a bootstrap
+        interval need not hold the point estimate), else the point estimate's reading
+        ``within noise``."""
+        if self.settled:
+            return "met" if self.interval[0] >= self.target else "not met"  # type: ignore[index]
+        return f"{'met' if self.met else 'not met'}, within noise"
+
 
 class EvaluationReport(_Model):
     source: str

@@ -23,12 +23,18 @@ def _secs(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f} s"
 
 
-def _target_cells(report: EvaluationReport, figure: str) -> tuple[str, str]:
+def _target_cell(report: EvaluationReport, figure: str) -> str:
+    """The target beside its figure; whether it is met is the targets table's to say, with the
+    interval that decides it."""
     check = next((t for t in report.targets if t.figure == figure), None)
     if check is None:
-        return "", ""
-    shown = f">= {check.target:.2f}" if figure.startswith("auc") else f">= {100 * check.target:.0f}%"
-    return shown, "[green]met[/green]" if check.met else "[red]not met[/red]"
+        return ""
+    return f">= {check.target:.2f}" if figure.startswith("auc") else f">= {100 * check.target:.0f}%"
+
+
+def _verdict_cell(verdict: str) -> str:
+    colour = "yellow" if verdict.endswith("within noise") else ("green" if verdict == "met" else "red")
+    return f"[{colour}]{verdict}[/{colour}]"
 
 
 def summary_table(report: EvaluationReport) -> Table:
@@ -38,10 +44,9 @@ def summary_table(report: EvaluationReport) -> Table:
     table.add_column("value", justify="right")
     table.add_column("counts", justify="right")
     table.add_column("target", justify="right")
-    table.add_column("", justify="left")
 
     def row(label: str, value: str, counts: str = "", figure: str | None = None) -> None:
-        table.add_row(label, value, counts, *(_target_cells(report, figure) if figure else ("", "")))
+        table.add_row(label, value, counts, _target_cell(report, figure) if figure else "")
 
     s, ident, frac = report.studies, report.identification, report.fracture
     row("studies analysed", f"{s.analysed} / {s.valid}",
@@ -100,11 +105,7 @@ def targets_table(report: EvaluationReport) -> Table:
 
         interval = "n/a" if check.interval is None else f"{shown(check.interval[0])} - {shown(check.interval[1])}"
         target = f">= {check.target:.2f}" if auc_like else f">= {100 * check.target:.0f}%"
-        if check.met:
-            verdict = "[green]met[/green]" if check.settled else "[yellow]met, within noise[/yellow]"
-        else:
-            verdict = "[red]not met[/red]" if check.settled else "[yellow]not met, within noise[/yellow]"
-        table.add_row(check.label, shown(check.value), interval, target, verdict)
+        table.add_row(check.label, shown(check.value), interval, target, _verdict_cell(check.verdict))
     table.caption = "within noise: the interval reaches across the target, so this set cannot settle it"
     return table
 
@@ -175,8 +176,12 @@ def comparison_renderable(comparison: Comparison, study_name: Callable[[str], st
         if s.flag_after != s.flag_before:
             flag = _coloured("better" if s.flag_after == s.true_flag else "worse",
                              f"{_yes(s.flag_before)} -> {_yes(s.flag_after)}")
-        calls = ", ".join(_coloured(c.verdict, f"{c.true_level} ({c.true_grade}): {_grade(c.before)} -> {_grade(c.after)}")
-                          for c in s.calls)
+        moved = [_coloured(c.verdict, f"{c.true_level} ({c.true_grade}): {_grade(c.before)} -> {_grade(c.after)}")
+                 for c in s.calls]
+        if s.unmatched_after != s.unmatched_before:
+            moved.append(_coloured("better" if s.unmatched_after < s.unmatched_before else "worse",
+                                   f"calls on no true vertebra: {s.unmatched_before} -> {s.unmatched_after}"))
+        calls = ", ".join(moved)
         studies.add_row(study_name(s.uid), levels, flag, calls)
     return Group(figures, summary, studies)
 

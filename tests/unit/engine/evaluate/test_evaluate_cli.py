@@ -19,6 +19,7 @@ import engine.screen
 from engine.cli import app
 from engine.errors import ConfigurationError
 from engine.evaluate import evaluate_folder
+from engine.logs import study_ref
 from engine.settings import Settings
 
 runner = CliRunner()
@@ -90,6 +91,15 @@ def test_evaluate_screens_and_reports_every_figure(studies, oracle, tmp_path):
                                 "--against", str(first)])
     assert again.exit_code == 0, again.output
     assert "against the earlier report: 2 studies in both" in again.stdout and "no study changed" in again.stdout
+    # an earlier report that named one study's levels worse: that study is listed, by its hash
+    earlier = json.loads(first.read_text())
+    earlier["per_study"][0]["correct_level"] -= 3
+    first.write_text(json.dumps(earlier))
+    moved = runner.invoke(app, ["evaluate", str(root), "--results", str(results), "--against", str(first)])
+    assert moved.exit_code == 0, moved.output
+    uid = earlier["per_study"][0]["study_instance_uid"]
+    assert "levels: 1 study better, 0 worse" in moved.stdout
+    assert study_ref(uid) in moved.stdout and uid not in moved.stdout
     reread = json.loads(out.read_text())
     assert reread["identification"] == report["identification"]
     assert reread["fracture"] == report["fracture"]

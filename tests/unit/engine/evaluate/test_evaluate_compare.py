@@ -74,3 +74,29 @@ def test_identical_reports_change_nothing():
     console = Console(width=120, record=True)
     console.print(comparison_renderable(result, str))
     assert "no study changed" in console.export_text()
+
+
+def test_a_call_on_no_true_vertebra_is_a_change_too():
+    truth = [0, 0, 0, 0]
+    clean = study("1.1", LEVELS, [0, 0, 0, 0], truth)
+    extra = VertebraPair(true_level=None, predicted_level="L2", true_grade=None, predicted_grade=2,
+                         fracture_probability=0.9)
+    noisy = clean.model_copy(update={"pairs": [*clean.pairs, extra], "predicted_flag": True})
+    result = compare(build_report([clean], "before"), build_report([noisy], "after"))
+    (changed,) = result.studies
+    assert (changed.unmatched_before, changed.unmatched_after) == (0, 1) and changed.calls == ()
+    assert result.count("calls", "worse") == 1 and result.count("calls", "better") == 0
+    console = Console(width=160, record=True)
+    console.print(comparison_renderable(result, str))
+    assert "calls on no true vertebra: 0 -> 1" in console.export_text()
+
+
+def test_a_study_that_failed_on_one_side_shows_its_status_not_its_calls():
+    screened = study("1.1", LEVELS, [0, 3, 0, 0], [0, 3, 0, 0])
+    failed = StudyEvaluation(study_instance_uid="1.1", status="error", reason="slice 4 truncated",
+                             true_max_grade=3, true_flag=True, true_fractures=1)
+    for before, after in ((failed, screened), (screened, failed)):
+        result = compare(build_report([before], "before"), build_report([after], "after"))
+        (changed,) = result.studies
+        assert changed.calls == () and (changed.status_before, changed.status_after) == (before.status, after.status)
+        assert result.count("calls", "better") == result.count("calls", "worse") == 0

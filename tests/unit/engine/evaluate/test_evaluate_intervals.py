@@ -41,9 +41,13 @@ def test_errors_gathered_in_one_study_widen_the_interval():
     assert gathered_low < spread_low - 0.03
 
 
-def test_no_error_falls_back_to_the_pooled_wilson_interval():
+def test_a_clean_run_counts_its_studies_not_its_vertebrae():
     assert design_effect([18] * 5, [18] * 5) == 1.0
-    assert clustered_proportion([18] * 5, [18] * 5) == pytest.approx(wilson(90, 90))
+    assert clustered_proportion([18] * 5, [18] * 5) == pytest.approx(wilson(5, 5))
+    # 50 clean studies of 18 vertebrae cannot settle a 99% target; 900 independent trials would
+    low, high = clustered_proportion([18] * 50, [18] * 50)
+    assert high == 1.0 and low == pytest.approx(0.9287, abs=1e-4) and low < 0.99 < wilson(900, 900)[0]
+    assert clustered_proportion([0] * 4, [3] * 4) == pytest.approx(wilson(0, 4))
     assert clustered_proportion([0, 0], [0, 0]) is None
     # studies without trials (no fracture in them) take no part
     assert design_effect([3, 0, 2], [4, 0, 2]) == design_effect([3, 2], [4, 2])
@@ -65,13 +69,15 @@ def test_the_auc_bootstrap_is_repeatable_and_holds_the_estimate():
         bootstrap_auc(scores, positive[:-1])
 
 
-@pytest.mark.parametrize(("interval", "settled"), [
-    ((0.96, 0.985), True),  # missed beyond the noise
-    ((0.99, 1.0), True),    # met beyond the noise
-    ((0.93, 0.997), False),  # reaches across the target
-    (None, False),
+@pytest.mark.parametrize(("value", "interval", "settled", "verdict"), [
+    (0.98, (0.96, 0.985), True, "not met"),  # missed beyond the noise
+    (0.995, (0.99, 1.0), True, "met"),  # met beyond the noise
+    (0.98, (0.93, 0.997), False, "not met, within noise"),  # reaches across the target
+    (0.992, (0.93, 0.997), False, "met, within noise"),
+    (0.992, (0.95, 0.985), True, "not met"),  # a bootstrap interval below its own estimate: its side decides
+    (0.98, None, False, "not met, within noise"),
 ])
-def test_a_target_is_settled_only_when_its_interval_stays_on_one_side(interval, settled):
-    check = TargetCheck(figure="level_identification", label="level identification", value=0.98,
-                        target=0.99, met=False, interval=interval)
-    assert check.settled is settled
+def test_a_target_is_settled_only_when_its_interval_stays_on_one_side(value, interval, settled, verdict):
+    check = TargetCheck(figure="level_identification", label="level identification", value=value,
+                        target=0.99, met=value >= 0.99, interval=interval)
+    assert check.settled is settled and check.verdict == verdict
