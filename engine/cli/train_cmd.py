@@ -64,7 +64,9 @@ def register(app: typer.Typer) -> None:
         seg_edge: float = typer.Option(
             0.25, min=0.0, max=1.0, help="Share of segmenter patches on the spine where the volume ends (top or bottom)."),
         seg_fracture: float = typer.Option(
-            0.0, min=0.0, max=1.0, help="Share of segmenter patches centred on a vertebra of grade 2 or 3."),
+            0.0, min=0.0, max=1.0,
+            help="Share of segmenter patches centred on a vertebra of grade 2 or 3 (on any spine voxel in a "
+                 "study without one)."),
         seg_adjacent: int = typer.Option(
             0, min=0, help="Extra phantoms with two adjacent vertebrae fractured, for the segmenter only; ~2 s each."),
         seg_init: Path = typer.Option(None, help="Continue from this exported segmenter (ONNX) instead of random weights."),
@@ -142,6 +144,9 @@ def register(app: typer.Typer) -> None:
         if what in ("all", "segmenter"):
             if seg_patch % seg_config.grid_multiple:
                 raise typer.BadParameter(f"--seg-patch {seg_patch} must be a multiple of {seg_config.grid_multiple}")
+            if seg_edge + seg_fracture > 1.0:
+                raise typer.BadParameter(f"--seg-edge {seg_edge} and --seg-fracture {seg_fracture} add up to more "
+                                         "than every patch")
             cfg = SegTrainConfig(steps=seg_steps, seed=seed, patch=(seg_patch,) * 3, lr=seg_lr, edge_focus=seg_edge,
                                  fracture_focus=seg_fracture)
             t0 = time.monotonic()
@@ -159,7 +164,7 @@ def register(app: typer.Typer) -> None:
             recipe["segmenter"] = {"continued_from": lineage(seg_init, previous) if seg_init else "random initialisation",
                                    "steps": cfg.steps, "batch": cfg.batch, "patch": list(cfg.patch), "lr": cfg.lr,
                                    "patches": f"{cfg.edge_focus:.0%} on the spine at the volume's ends, "
-                                              + (f"{cfg.fracture_focus:.0%} on a grade 2-3 vertebra, "
+                                              + (f"up to {cfg.fracture_focus:.0%} on a grade 2-3 vertebra, "
                                                  if cfg.fracture_focus else "")
                                               + f"{cfg.elsewhere_on_spine:.0%} elsewhere on the spine",
                                    "loss": "Dice + cross-entropy (MONAI DiceCELoss)", "optimiser": "AdamW, one-cycle",
@@ -214,6 +219,6 @@ def register(app: typer.Typer) -> None:
             "metrics": metrics,
         }
         card = write_model_card(info, out / "MODEL_CARD.md")
-        (out / "training.json").write_text(json.dumps(info, indent=2, default=str))
+        (out / "training.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
         console.print(f"wrote {', '.join(m['file'] for m in models)} and {card.name} to {out}")
         console.print(json.dumps(metrics, indent=2, default=str))

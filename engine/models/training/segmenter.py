@@ -43,11 +43,18 @@ class SegTrainConfig:
     """Share of patches centred on a labelled voxel within a quarter patch of the volume's
     superior or inferior end (so the patch holds the end and what lies beyond it)."""
     fracture_focus: float = 0.0
-    """Share of patches centred on a vertebra of grade 2 or 3 (its true centroid, jittered like
-    the others): a collapsed endplate and the thin disc beside it fill a few voxels of a
-    patch, and most patches hold no fracture at all."""
+    """Share of draws that centre the patch on a vertebra of grade 2 or 3 (its true centroid,
+    jittered like the others): a collapsed endplate and the thin disc beside it fill a few
+    voxels of a patch, and most patches hold no fracture at all. A draw on a study without
+    such a vertebra centres on any labelled voxel instead, so the share of patches on a
+    fracture is at most this."""
     seed: int = 0
     """Seed of patch sampling, augmentation and weight initialisation."""
+
+    def __post_init__(self) -> None:
+        if self.edge_focus + self.fracture_focus > 1.0:
+            raise ValueError(f"edge_focus {self.edge_focus} and fracture_focus {self.fracture_focus} "
+                             "together exceed every patch")
 
     @property
     def elsewhere_on_spine(self) -> float:

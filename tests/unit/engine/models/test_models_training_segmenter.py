@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from engine.models.networks import SegmenterConfig
 from engine.models.training.data import Sample, VertebraTruth
@@ -85,10 +86,13 @@ def test_a_zero_fracture_share_repeats_the_draws_of_earlier_runs():
         return [random_patch(sample, (32, 32, 32), rng, focus=0.85, edge=0.25, **fracture)[1].sum()
                 for _ in range(12)]
 
-    assert draws() == draws(fracture=0.0)
+    # the labelled voxels of the patches drawn by the code before the option existed (58c97bb)
+    assert draws() == draws(fracture=0.0) == [1600, 2100, 2000, 2300, 1200, 2200, 2300, 1890, 1600, 2000, 2200, 1800]
     assert draws() != draws(fracture=0.5)
     assert SegTrainConfig(edge_focus=0.25, fracture_focus=0.2, spine_focus=0.85).elsewhere_on_spine == 0.55
     assert SegTrainConfig(edge_focus=0.25, spine_focus=0.85).elsewhere_on_spine == 0.75
+    with pytest.raises(ValueError, match="together exceed every patch"):
+        SegTrainConfig(edge_focus=0.5, fracture_focus=0.6)
 
 
 def test_training_with_edge_patches_runs_and_the_loss_falls():
