@@ -103,26 +103,24 @@ def register(app: typer.Typer) -> None:
         key = (phantom.model_dump_json(), settings.preprocess.model_dump_json())
         key_full = (clinical.model_dump_json(), settings.preprocess.model_dump_json())
         full_seeds = range(seed + 200_000, seed + 200_000 + full_studies)
-        # the upper thoracic extras feed the classifier only
+        # Extra phantoms with planted fractures, each kind for one model only (none when that
+        # model is not trained): their own seed range and cache key.
         upper_seeds = range(seed + 300_000, seed + 300_000 + (cls_upper if what != "segmenter" else 0))
-        key_upper = ("upper-thoracic fracture|" + phantom.model_dump_json(), settings.preprocess.model_dump_json())
-        # the adjacent-fracture extras feed the segmenter only
         adjacent_seeds = range(seed + 400_000, seed + 400_000 + (seg_adjacent if what != "classifier" else 0))
-        key_adjacent = ("adjacent fractures|" + phantom.model_dump_json(), settings.preprocess.model_dump_json())
+
+        def planted(seeds: range, label: str, plant, advance) -> list:
+            key_planted = (f"{label}|" + phantom.model_dump_json(), settings.preprocess.model_dump_json())
+            return build_samples(seeds, lambda s: training_example(s, plant(s, phantom)), preprocessor, cache,
+                                 key_planted, progress=advance)
+
         started = time.monotonic()
 
         with _progress() as progress:
             task = progress.add_task("phantoms", total=studies + full_studies + validation + len(upper_seeds) + len(adjacent_seeds), note="")
-            classifier_only = build_samples(
-                upper_seeds,
-                lambda s: training_example(s, upper_thoracic_fracture(s, phantom)), preprocessor, cache, key_upper,
-                progress=lambda n: progress.advance(task, n),
-            )
-            segmenter_only = build_samples(
-                adjacent_seeds,
-                lambda s: training_example(s, adjacent_fractures(s, phantom)), preprocessor, cache, key_adjacent,
-                progress=lambda n: progress.advance(task, n),
-            )
+            classifier_only = planted(upper_seeds, "upper-thoracic fracture", upper_thoracic_fracture,
+                                      lambda n: progress.advance(task, n))
+            segmenter_only = planted(adjacent_seeds, "adjacent fractures", adjacent_fractures,
+                                     lambda n: progress.advance(task, n))
             train_samples = build_samples(
                 range(seed, seed + studies), lambda s: training_example(s, phantom), preprocessor, cache, key,
                 progress=lambda n: progress.advance(task, n),
@@ -144,11 +142,11 @@ def register(app: typer.Typer) -> None:
         if what in ("all", "segmenter"):
             if seg_patch % seg_config.grid_multiple:
                 raise typer.BadParameter(f"--seg-patch {seg_patch} must be a multiple of {seg_config.grid_multiple}")
-            if seg_edge + seg_fracture > 1.0:
-                raise typer.BadParameter(f"--seg-edge {seg_edge} and --seg-fracture {seg_fracture} add up to more "
-                                         "than every patch")
-            cfg = SegTrainConfig(steps=seg_steps, seed=seed, patch=(seg_patch,) * 3, lr=seg_lr, edge_focus=seg_edge,
-                                 fracture_focus=seg_fracture)
+            try:
+                cfg = SegTrainConfig(steps=seg_steps, seed=seed, patch=(seg_patch,) * 3, lr=seg_lr,
+                                     edge_focus=seg_edge, fracture_focus=seg_fracture)
+            except ValueError as exc:  # the config's own check (--seg-edge + --seg-fracture over 1)
+                raise typer.BadParameter(str(exc)) from None
             t0 = time.monotonic()
             with _progress() as progress:
                 task = progress.add_task("segmenter", total=cfg.steps, note="")
@@ -201,12 +199,10 @@ def register(app: typer.Typer) -> None:
         for entry in recipe.values():  # each model records the data it was trained on
             entry["data"] = f"{studies} phantoms (seeds {data['seeds']}) + {full_studies} clinical-size" + (
                 f" (seeds {data['clinical_size_seeds']})" if full_studies else "")
-        if "segmenter" in recipe and adjacent_seeds:
-            recipe["segmenter"]["data"] += (f" + {len(adjacent_seeds)} with two adjacent vertebrae fractured"
-                                            f" (seeds {adjacent_seeds.start}..{adjacent_seeds.stop - 1})")
-        if "classifier" in recipe and upper_seeds:
-            recipe["classifier"]["data"] += (f" + {len(upper_seeds)} with a fracture planted at T1..T5"
-                                             f" (seeds {upper_seeds.start}..{upper_seeds.stop - 1})")
+        for name, seeds, what_planted in (("segmenter", adjacent_seeds, "two adjacent vertebrae fractured"),
+                                          ("classifier", upper_seeds, "a fracture planted at T1..T5")):
+            if name in recipe and seeds:
+                recipe[name]["data"] += f" + {len(seeds)} with {what_planted} (seeds {seeds.start}..{seeds.stop - 1})"
         if what != "all":  # keep what the other model's last training recorded
             models = [m for m in before.get("models", []) if m["name"] not in {m2["name"] for m2 in models}] + models
             metrics = {**{k: v for k, v in before.get("metrics", {}).items() if k not in metrics}, **metrics}

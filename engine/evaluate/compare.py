@@ -176,4 +176,4 @@ def _subset(report: EvaluationReport, uids: Sequence[str]) -> EvaluationReport:
     note is kept: a report read from results has none to rebuild."""
     wanted = set(uids)
     return build_report([e for e in report.per_study if e.study_instance_uid in wanted], report.source,
-                        dice_note=report.dice.note)
+                        dice_note=report.dice.note, intervals=False)

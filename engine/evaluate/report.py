@@ -218,8 +218,11 @@ def build_report(
     *,
     dice_note: str | None = None,
     missing_results: int = 0,
+    intervals: bool = True,
 ) -> EvaluationReport:
-    """All the figures of the evaluation from the per-study evaluations."""
+    """All the figures of the evaluation from the per-study evaluations; ``intervals=False``
+    leaves the targets without their 95% intervals (a report only compared, never printed,
+    need not pay for the bootstrap)."""
     analysed = [e for e in evaluations if e.analysed]
     failed = [e for e in evaluations if not e.analysed]
     studies = StudyCounts(
@@ -295,11 +298,11 @@ def build_report(
         per_study=list(evaluations),
     )
     checks = []
-    intervals = _intervals(analysed)
+    found = _intervals(analysed) if intervals else {}
     for name, label, minimum in TARGETS:
         value = report.figure(name)
         checks.append(TargetCheck(figure=name, label=label, value=value, target=minimum,
-                                  met=value is not None and value >= minimum, interval=intervals.get(name)))
+                                  met=value is not None and value >= minimum, interval=found.get(name)))
     return report.model_copy(update={"targets": checks})
 
 
