@@ -91,6 +91,23 @@ def register(app: typer.Typer) -> None:
         if what not in ("all", "segmenter", "classifier"):
             raise typer.BadParameter(f"--what {what!r} must be all, segmenter or classifier")
         settings = load_settings()
+        # Every option is checked before any phantom is made: data generation can take most of
+        # an hour, and a refused option after it would throw that away.
+        try:
+            cls_config = ClassifierConfig(depth=depth, crop_size=settings.models.crop_size)
+        except ValueError as exc:
+            raise typer.BadParameter(f"--depth: {exc}") from None
+        seg_config = SegmenterConfig()
+        if seg_patch % seg_config.grid_multiple:
+            raise typer.BadParameter(f"--seg-patch {seg_patch} must be a multiple of {seg_config.grid_multiple}")
+        try:
+            seg_cfg = SegTrainConfig(steps=seg_steps, seed=seed, patch=(seg_patch,) * 3, lr=seg_lr,
+                                     edge_focus=seg_edge, fracture_focus=seg_fracture)
+        except ValueError as exc:  # the config's own check (--seg-edge + --seg-fracture over 1)
+            raise typer.BadParameter(f"--seg-edge {seg_edge} and --seg-fracture {seg_fracture}: {exc}") from None
+        if seg_init is not None and not seg_init.is_file():
+            raise typer.BadParameter(f"--seg-init {seg_init} is not a file")
+        cls_cfg = ClsTrainConfig(steps=cls_steps, seed=seed, ordinal_weight=cls_ordinal, tilt_degrees=cls_tilt)
         setup_logging(settings.logging)
         out = out or settings.models.dir
         out.mkdir(parents=True, exist_ok=True)
@@ -136,17 +153,10 @@ def register(app: typer.Typer) -> None:
             )
         data_s = time.monotonic() - started
         spacing, window = settings.preprocess.spacing_mm, settings.preprocess.hu_window
-        seg_config, cls_config = SegmenterConfig(), ClassifierConfig(depth=depth, crop_size=settings.models.crop_size)
         models, metrics, recipe = [], {}, {}
 
         if what in ("all", "segmenter"):
-            if seg_patch % seg_config.grid_multiple:
-                raise typer.BadParameter(f"--seg-patch {seg_patch} must be a multiple of {seg_config.grid_multiple}")
-            try:
-                cfg = SegTrainConfig(steps=seg_steps, seed=seed, patch=(seg_patch,) * 3, lr=seg_lr,
-                                     edge_focus=seg_edge, fracture_focus=seg_fracture)
-            except ValueError as exc:  # the config's own check (--seg-edge + --seg-fracture over 1)
-                raise typer.BadParameter(str(exc)) from None
+            cfg = seg_cfg
             t0 = time.monotonic()
             with _progress() as progress:
                 task = progress.add_task("segmenter", total=cfg.steps, note="")
@@ -170,7 +180,7 @@ def register(app: typer.Typer) -> None:
             models.append({**describe_model_file(report.path), "name": "vertebra_seg", "parameters": count_parameters(net),
                            "architecture": "MONAI UNet 3-D", "config": {"channels": list(seg_config.channels)}})
         if what in ("all", "classifier"):
-            cfg = ClsTrainConfig(steps=cls_steps, seed=seed, ordinal_weight=cls_ordinal, tilt_degrees=cls_tilt)
+            cfg = cls_cfg
             t0 = time.monotonic()
             with _progress() as progress:
                 task = progress.add_task("classifier", total=cfg.steps, note="")

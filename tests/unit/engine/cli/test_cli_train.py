@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import onnx
 from typer.testing import CliRunner
@@ -36,3 +37,25 @@ def test_train_exports_both_models_and_records_every_data_source(tmp_path, monke
     assert "1 with a fracture planted at T1..T5 (seeds 300007..300007)" in recipe["classifier"]["data"]
     assert "up to 50% on a grade 2-3 vertebra" in recipe["segmenter"]["patches"]
     assert (out / "MODEL_CARD.md").read_text().count("two adjacent vertebrae fractured") == 1
+
+
+def _refused(tmp_path, monkeypatch, *options: str) -> str:
+    root_logger = logging.getLogger()
+    monkeypatch.setattr(root_logger, "handlers", list(root_logger.handlers))
+    monkeypatch.setattr(root_logger, "level", root_logger.level)
+    cache, out = tmp_path / "cache", tmp_path / "models"
+    run = runner.invoke(app, ["train", "--studies", "2", "--validation", "1", "--full-studies", "0", "--matrix", "64",
+                              "--out", str(out), "--cache", str(cache), *options])
+    assert run.exit_code == 2, run.output
+    # refused before any phantom was made or any folder written
+    assert not cache.exists() and not out.exists()
+    return " ".join(re.sub("[│╭╮╰╯─]", " ", run.output).split())  # the message without rich's box
+
+
+def test_train_refuses_a_bad_option_before_making_any_phantom(tmp_path, monkeypatch):
+    assert "--depth: ResNet depth 20 is not one of [18, 34, 50]" in _refused(tmp_path, monkeypatch, "--depth", "20")
+    assert "--seg-patch 40 must be a multiple of 16" in _refused(tmp_path, monkeypatch, "--seg-patch", "40")
+    shares = _refused(tmp_path, monkeypatch, "--seg-edge", "0.6", "--seg-fracture", "0.6")
+    assert "--seg-edge 0.6 and --seg-fracture 0.6:" in shares and "together exceed every patch" in shares
+    missing = tmp_path / "no-such.onnx"
+    assert f"--seg-init {missing} is not a file" in _refused(tmp_path, monkeypatch, "--seg-init", str(missing))
