@@ -49,6 +49,7 @@ _REASON = re.compile(r"^[a-z][a-z0-9_]*: \S")
 
 Status = Literal["ok", "not_eligible", "error"]
 Morphology = Literal["wedge", "biconcave", "crush", "none"]
+NamingDoubt = Literal["close call", "rib count"]
 Grade = Annotated[int, Field(ge=0, le=3)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Millimetres = Annotated[float, Field(ge=0.0)]
@@ -146,6 +147,26 @@ class LevelNaming(_Strict):
     """Another naming fits nearly as well (any name may be one off), or only the usual anatomy
     chose the rib count (the cervical and thoracic names may be): check the count before quoting
     a level."""
+    doubt: NamingDoubt | None = None
+    """Which doubt, when ``in_doubt``: ``close call`` (another naming fits nearly as well: every
+    name may be one off) or ``rib count`` (the images do not show the number of rib-bearing
+    vertebrae: the cervical and thoracic names may be one off, the lumbar ones stand). A result
+    that says ``in_doubt`` without it (written before this field existed) reads as a close call,
+    the wider doubt."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _doubt_and_flag_agree(cls, data):
+        if not isinstance(data, dict):
+            return data
+        doubt, flag = data.get("doubt"), data.get("in_doubt")
+        if doubt is not None and flag is False:
+            raise ValueError(f"level naming doubt {doubt!r} given with in_doubt false")
+        if doubt is not None:
+            return {**data, "in_doubt": True}
+        if flag:
+            return {**data, "doubt": "close call"}
+        return data
 
 
 class ScreeningResult(_Strict):

@@ -201,6 +201,6 @@ class Screener:
             pipeline_version=self.pipeline_version,
             grading=self.settings.grading,
             timings_ms=timer.ms,
-            level_naming=LevelNaming(anchor=levels.anchor, notes=tuple(levels.notes), in_doubt=levels.in_doubt),
+            level_naming=LevelNaming(anchor=levels.anchor, notes=tuple(levels.notes), doubt=levels.doubt),
         )
         return StudyOutput(result, volume, model_input, class_map, levels)

@@ -198,9 +198,14 @@ class LevelResult:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def doubt(self) -> str | None:
+        """Which doubt the notes put on the names (see :func:`naming_doubt`)."""
+        return naming_doubt(self.notes)
+
+    @property
     def in_doubt(self) -> bool:
-        """Some names may be one off (see :func:`naming_doubt`)."""
-        return naming_doubt(self.notes) is not None
+        """Some names may be one off."""
+        return self.doubt is not None
 
 
 @dataclass

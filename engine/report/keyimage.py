@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 from engine.logs import study_ref
-from engine.postprocess.levels import naming_doubt
 from engine.preprocess import ModelInput, lps_to_model
 from engine.results import ScreeningResult
 
@@ -302,7 +301,7 @@ def naming_warning(result: ScreeningResult) -> str | None:
     naming = result.level_naming
     if naming is None or not naming.in_doubt:
         return None
-    if naming_doubt(naming.notes) == "close call":
+    if naming.doubt == "close call":
         return "level names may be one off: another reading of the anatomy fits nearly as well"
     return "level names may be one off: the rib count is not verified, names assume 12 rib pairs"
 

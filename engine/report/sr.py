@@ -55,7 +55,6 @@ from pydicom.uid import generate_uid
 
 from engine import __version__
 from engine.dicom import scan_folder
-from engine.postprocess.levels import naming_doubt
 from engine.report.codes import (
     ANTERIOR_HEIGHT,
     COMPUTED_TOMOGRAPHY,
@@ -209,7 +208,7 @@ def level_in_doubt(result: ScreeningResult, level: str) -> bool:
     naming = result.level_naming
     if naming is None or not naming.in_doubt or level == "S1":
         return False
-    return naming_doubt(naming.notes) == "close call" or level[0] in "CT"
+    return naming.doubt == "close call" or level[0] in "CT"
 
 
 def _evaluations(finding: VertebraFinding, level_doubted: bool = False) -> list[QualitativeEvaluation]:

@@ -110,6 +110,18 @@ def test_the_level_naming_round_trips_and_only_an_ok_result_carries_it():
         LevelNaming(anchor="")
 
 
+def test_the_kind_of_naming_doubt_and_the_flag_agree():
+    rib_count = LevelNaming(anchor="ribs+sacrum", doubt="rib count")
+    assert rib_count.in_doubt and LevelNaming.model_validate_json(rib_count.model_dump_json()) == rib_count
+    assert LevelNaming(anchor="ribs+sacrum").doubt is None
+    # written before the kind was recorded: in doubt, read as the wider doubt
+    assert LevelNaming.model_validate({"anchor": "ribs", "in_doubt": True}).doubt == "close call"
+    with pytest.raises(ValidationError, match="given with in_doubt false"):
+        LevelNaming(anchor="ribs", doubt="close call", in_doubt=False)
+    with pytest.raises(ValidationError):
+        LevelNaming(anchor="ribs", doubt="maybe")
+
+
 def test_same_content_gives_the_same_bytes():
     first = ok_result({"L1": 1, "T12": 0}, timings_ms={"a": 1.0, "b": 2.0})
     second = ok_result({"T12": 0, "L1": 1}, timings_ms={"b": 2.0, "a": 1.0})

@@ -194,7 +194,7 @@ def test_over_grading_a_mild_fracture_is_a_false_positive_for_ppv_but_not_a_conf
 def test_misnamed_vertebrae_are_counted_where_the_result_said_its_names_were_in_doubt():
     truth_a, truth_b = (parse_truth(truth_record(uid, {})) for uid in ("1.2.3", "1.2.4"))
     shifted = [finding(name, -26.0 * k) for k, name in enumerate(["T12", "L1", "L2", "L3", "L4"])]  # all one off
-    doubt = LevelNaming(anchor="ribs+sacrum", notes=("the number of rib-bearing vertebrae is not seen",), in_doubt=True)
+    doubt = LevelNaming(anchor="ribs+sacrum", notes=("the number of rib-bearing vertebrae is not seen",), doubt="rib count")
     said = ScreeningResult.from_findings("1.2.3", "1.2.3.9", shifted, pipeline_version="test",
                                          grading=GradingSettings(), level_naming=doubt)
     silent = result("1.2.4", [finding("T10", 0.0)] + [finding(name, -26.0 * k) for k, name in enumerate(LEVELS) if k])

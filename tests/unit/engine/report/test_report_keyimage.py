@@ -123,10 +123,12 @@ def test_key_image_png_of_a_screened_study(screened, tmp_path):
 
 def test_the_key_image_says_when_the_level_names_are_in_doubt(screened, tmp_path):
     out = screened.output
-    doubt = LevelNaming(anchor="ribs+sacrum", in_doubt=True,
+    doubt = LevelNaming(anchor="ribs+sacrum", doubt="rib count",
                         notes=("the number of rib-bearing vertebrae is not seen: 13 rib-bearing vertebrae (T13) ...",))
     sure = LevelNaming(anchor="ribs+cervical+sacrum")
     assert "rib count is not verified" in naming_warning(out.result.model_copy(update={"level_naming": doubt}))
+    close = LevelNaming(anchor="ribs+sacrum", doubt="close call")
+    assert "another reading of the anatomy" in naming_warning(out.result.model_copy(update={"level_naming": close}))
     assert naming_warning(out.result.model_copy(update={"level_naming": sure})) is None
 
     def warning_band(naming: LevelNaming) -> np.ndarray:

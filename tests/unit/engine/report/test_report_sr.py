@@ -149,9 +149,9 @@ def test_without_frame_of_reference_the_groups_have_no_coordinates(screened):
 def test_names_in_doubt_are_marked_in_their_groups(screened):
     result = screened.output.result
     source = SourceSeries.from_folder(screened.folder, result.series_instance_uid)
-    unseen = LevelNaming(anchor="ribs+sacrum", in_doubt=True,
+    unseen = LevelNaming(anchor="ribs+sacrum", doubt="rib count",
                          notes=("the number of rib-bearing vertebrae is not seen: ...",))
-    close = LevelNaming(anchor="ribs+sacrum", in_doubt=True, notes=("level naming uncertain: ...",))
+    close = LevelNaming(anchor="ribs+sacrum", doubt="close call", notes=("level naming uncertain: ...",))
     regions = [v.level[0] for v in result.vertebrae]
     assert regions.count("T") >= 3 and regions.count("L") >= 1  # both kinds of name in view
 
@@ -171,6 +171,9 @@ def test_names_in_doubt_are_marked_in_their_groups(screened):
     assert doubted(close) == {level: level != "S1" for level in doubted(None)}
     assert not any(doubted(None).values()) and not any(doubted(LevelNaming(anchor="ribs+sacrum")).values())
     assert level_in_doubt(result.model_copy(update={"level_naming": unseen}), "T12")
+    # a result from before the kind was recorded says only in_doubt: read as the wider doubt
+    older = LevelNaming.model_validate({"anchor": "ribs+sacrum", "in_doubt": True})
+    assert doubted(older) == doubted(close)
 
 
 def test_refuses_failed_results_and_mismatched_sources(screened):

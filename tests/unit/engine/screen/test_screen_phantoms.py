@@ -95,3 +95,6 @@ def test_names_the_images_cannot_verify_are_reported_so(screener):
     warnings = [note for note in result.level_naming.notes
                 if note.startswith("level naming uncertain") or "rib-bearing vertebrae is not seen" in note]
     assert warnings, result.level_naming
+    # the kind of doubt is on the result, as the key image and the SR read it
+    expected = "close call" if warnings[0].startswith("level naming uncertain") else "rib count"
+    assert result.level_naming.in_doubt and result.level_naming.doubt == expected
