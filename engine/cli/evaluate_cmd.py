@@ -22,7 +22,9 @@ from engine.errors import ConfigurationError
 def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate(
-        phantom_dir: Path = typer.Argument(..., help="A phantom study folder, or a folder of them (each with truth.json)."),
+        phantom_dirs: list[Path] = typer.Argument(
+            ..., help="Phantom study folders, or folders of them (each study with truth.json); the studies "
+                      "of several are pooled into one report."),
         out: Path | None = typer.Option(None, "--out", "-o", help="Write the full report (every study) as JSON here."),
         results: Path | None = typer.Option(
             None, "--results",
@@ -45,8 +47,10 @@ def register(app: typer.Typer) -> None:
         from engine.evaluate.table import comparison_renderable, report_renderable
         from engine.logs import setup_logging, study_ref
 
-        if not phantom_dir.exists():
-            typer.echo(f"{phantom_dir} does not exist", err=True)
+        missing = [str(path) for path in phantom_dirs if not path.exists()]
+        if missing:
+            typer.echo(f"{', '.join(missing)} does not exist" if len(missing) == 1
+                       else f"{', '.join(missing)} do not exist", err=True)
             raise typer.Exit(code=2)
         earlier = None
         if against is not None:  # read before screening: a bad file should not cost a run
@@ -77,9 +81,9 @@ def register(app: typer.Typer) -> None:
 
             try:
                 if read_only:
-                    report = evaluate_results(phantom_dir, results, limit=limit, on_study=advance)
+                    report = evaluate_results(phantom_dirs, results, limit=limit, on_study=advance)
                 else:
-                    report = evaluate_folder(phantom_dir, settings, limit=limit, on_study=advance,
+                    report = evaluate_folder(phantom_dirs, settings, limit=limit, on_study=advance,
                                              results_out=results)
             except TruthFileError as exc:
                 progress.stop()

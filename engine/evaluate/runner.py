@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -31,17 +31,33 @@ StudyCallback = Callable[[int, int, StudyEvaluation], None]
 NO_DICE_FROM_FILE = "Dice not computed: results were read from a file, Dice needs the model-grid output of a screening in the same run"
 
 
-def _folders(path: Path, limit: int | None) -> list[Path]:
+Paths = Path | Sequence[Path]
+"""One folder, or several whose studies are pooled into one report (sets made with different
+seeds or settings: the intervals then rest on every study)."""
+
+
+def _paths(path: Paths) -> list[Path]:
+    return [Path(path)] if isinstance(path, (str, Path)) else [Path(p) for p in path]
+
+
+def _source(path: Paths) -> str:
+    return " + ".join(str(p) for p in _paths(path))
+
+
+def _folders(path: Paths, limit: int | None) -> list[Path]:
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
-    folders = study_folders(Path(path))
-    if not folders:
-        raise TruthFileError(f"no study folder with a truth.json found under {path}")
+    folders: list[Path] = []
+    for root in _paths(path):
+        found = study_folders(root)
+        if not found:
+            raise TruthFileError(f"no study folder with a truth.json found under {root}")
+        folders += [folder for folder in found if folder not in folders]  # a folder given twice counts once
     return folders[:limit] if limit is not None else folders
 
 
 def evaluate_folder(
-    path: Path,
+    path: Paths,
     settings: Settings,
     backend: InferenceBackend | None = None,
     limit: int | None = None,
@@ -49,7 +65,7 @@ def evaluate_folder(
     on_study: StudyCallback | None = None,
     results_out: Path | None = None,
 ) -> EvaluationReport:
-    """Screen every study folder under ``path`` and report the screening metrics.
+    """Screen every study folder under ``path`` (one folder or several) and report the screening metrics.
 
     ``backend`` replaces the one the settings describe (tests, training's in-memory
     models); ``results_out`` also writes each ScreeningResult as a JSON line.
@@ -79,7 +95,7 @@ def evaluate_folder(
             del output, labels  # one study's volumes in memory at a time
             if on_study is not None:
                 on_study(done, len(folders), evaluation)
-    return build_report(evaluations, source=str(path))
+    return build_report(evaluations, source=_source(path))
 
 
 def read_results(results_file: Path) -> dict[str, ScreeningResult]:
@@ -98,7 +114,7 @@ def read_results(results_file: Path) -> dict[str, ScreeningResult]:
 
 
 def evaluate_results(
-    path: Path,
+    path: Paths,
     results_file: Path,
     limit: int | None = None,
     *,
@@ -125,4 +141,4 @@ def evaluate_results(
         evaluations.append(evaluation.model_copy(update={"dice_note": None}))
         if on_study is not None:
             on_study(done, len(folders), evaluation)
-    return build_report(evaluations, source=str(path), dice_note=NO_DICE_FROM_FILE, missing_results=missing)
+    return build_report(evaluations, source=_source(path), dice_note=NO_DICE_FROM_FILE, missing_results=missing)

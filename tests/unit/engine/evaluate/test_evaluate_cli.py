@@ -143,3 +143,20 @@ def test_missing_models_are_a_usage_error_naming_them(studies, monkeypatch):
     run = runner.invoke(app, ["evaluate", str(root)])
     assert run.exit_code == 2
     assert "cannot load the models" in run.output and "/nowhere/vertebra_seg.onnx" in run.output
+
+
+def test_several_folders_are_pooled_into_one_report(studies, oracle, tmp_path):
+    _, built = studies
+    a, b = (study.folder for study in built)
+    out = tmp_path / "pooled.json"
+    # each study folder named on its own, one of them twice: two studies, each counted once
+    run = runner.invoke(app, ["evaluate", str(a), str(b), str(a), "--out", str(out)])
+    assert run.exit_code == 0, run.output
+    report = json.loads(out.read_text())
+    assert report["studies"]["analysed"] == 2
+    assert sorted(s["study_instance_uid"] for s in report["per_study"]) == [UID_A, UID_B]
+    assert report["source"] == f"{a} + {b} + {a}"
+    grade2 = next(t for t in report["fracture"]["thresholds"] if t["threshold"] == 2)
+    assert (grade2["tp"], grade2["fp"], grade2["fn"]) == (1, 1, 0)  # as when both sit under one folder
+    missing = runner.invoke(app, ["evaluate", str(a), str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2 and f"{tmp_path / 'nowhere'} does not exist" in " ".join(missing.output.split())
