@@ -14,6 +14,7 @@ from engine.postprocess.levels import (
     column_bodies,
     cut_by_scan,
     cut_column,
+    first_rib_owner,
     image_rib_volumes,
     label_levels,
     local_pitch,
@@ -414,3 +415,46 @@ def test_a_cut_c7_carrying_bone_beside_it_is_not_read_as_a_thirteenth_rib_bearin
     assert not any(note.startswith(("transitional anatomy read", "level naming uncertain")) for note in result.notes)
     # The cut C7 says nothing about its ribs, so a 13th pair is not ruled out either: said so.
     assert any("is not seen: 13 rib-bearing vertebrae" in note for note in result.notes)
+
+
+def rising_first_rib(kinds: str) -> tuple[np.ndarray, np.ndarray, float, list[tuple[int, int]]]:
+    """:func:`image` with the first rib-bearing body's ribs also leaving forward (10-28 mm
+    behind the centre line, in front of the rib-neck band) and rising across the disc above
+    into the next body's lowest rows, as T1's first rib rises to the C7/T1 disc."""
+    cmap, volume, bone = image(kinds, processes=False)
+    _, rows = column(kinds, width=90)
+    c = cmap.shape[1] // 2
+    lo, hi = rows[kinds.index("T")]
+    for side in (-1, 1):
+        lateral = sorted((c + side * 16, c + side * 24))
+        volume[lo + 2 : hi + 5, c + 4 : c + 14, lateral[0] : lateral[1]] = 1.0
+    return cmap, volume, bone, rows
+
+
+def test_the_first_rib_is_owned_by_the_body_beside_its_neck():
+    kinds = "C" + "T" * 12 + "L" * 5
+    cmap, volume, bone, _ = rising_first_rib(kinds)
+    bodies, line, _ = column_bodies(cmap, SPACING)
+    assert first_rib_owner(bodies, line, volume, SPACING, bone) == 1  # T1, below C7
+    neck, first = image_rib_volumes(bodies, line, volume, SPACING, bone)
+    assert neck[0] == 0 and first[0] > 250  # the rising rib's top counts in C7's first-rib band only
+    plain, _volume, _bone = image("LLLL", processes=False)
+    bodies, line, _ = column_bodies(plain, SPACING)
+    assert first_rib_owner(bodies, line, _volume, SPACING, _bone) is None  # no rib neck in view
+
+
+def test_a_first_rib_rising_beside_c7_does_not_make_it_a_thirteenth_rib_bearing_vertebra(monkeypatch):
+    kinds = "C" + "T" * 12 + "L" * 5
+    cmap, volume, bone, _ = rising_first_rib(kinds)
+    expected = ["C7"] + [f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 6)] + ["S1"]
+    result = label_levels(cmap, SPACING, volume=volume, bone_level=bone)
+    assert [v.level for v in result.vertebrae] == expected
+    # named from the neck, and still reported uncertain: the volumes alone could not tell
+    assert any(note.startswith("level naming uncertain") and note.endswith("which lies beside T1")
+               for note in result.notes)
+    assert not any(note.startswith("transitional anatomy read") for note in result.notes)
+    # without the neck's position, C7's band reads as a rib and every name above L1 moves up one
+    monkeypatch.setattr("engine.postprocess.levels.first_rib_owner", lambda *args: None)
+    fooled = label_levels(cmap, SPACING, volume=volume, bone_level=bone)
+    assert [v.level for v in fooled.vertebrae][:2] == ["T1", "T2"]
+    assert any(note.startswith("level naming uncertain") for note in fooled.notes)
