@@ -995,9 +995,9 @@ def label_levels(
             renamed, renamed_anchor, renamed_notes = name_levels(rib, discounted, has_sacrum)
             if renamed != names and renamed[owner]:
                 names, anchor, first_rib = renamed, renamed_anchor, discounted
-                naming_notes = [note for note in renamed_notes if not note.startswith(UNCERTAIN_NOTE)] + [
-                    f"{UNCERTAIN_NOTE}: the bone beside the vertebrae fits a naming one level off nearly as "
-                    f"well; the names follow the first rib's neck, which lies beside {names[owner]}"]
+                decided = (f"{UNCERTAIN_NOTE}: the bone beside the vertebrae fits a naming one level off "
+                           f"nearly as well; the names follow the first rib's neck, which lies beside {names[owner]}")
+                naming_notes = [note for note in renamed_notes if not note.startswith(UNCERTAIN_NOTE)] + [decided]
     notes += naming_notes
     if not any(names) and not naming_notes:
         notes.append("neither ribs nor sacrum found: levels cannot be named")
