@@ -50,7 +50,8 @@ the C7/T1 disc, and the part above the segment boundary counts in C7's first-rib
 can read as a thirteenth rib-bearing vertebra. Where the topmost rib neck lies along the
 column says which body bears the first rib (:func:`first_rib_owner`); first-rib band bone
 beside a body above it is read as that rib rising, and the column is named again (replayed
-on 200 development phantoms, this renamed 5 studies, all correctly, and no other).
+on 200 development phantoms, this renamed 5 studies, all correctly, and no other; the names
+stay reported uncertain).
 One rib-like process beside a lumbar body cannot move the thoracolumbar junction (the
 prior and the neighbours outweigh it), and a missed or extra body in the column shifts only
 the levels above it when the sacrum is in view.
@@ -129,18 +130,20 @@ RIB_PIECE_MIN_MM3 = 100.0
 """Smaller pieces of bone in the neck band are not a rib's neck."""
 NECK_ABOVE_CENTROID_MM = 3.0
 """A rib's neck lies about this far above its vertebra's centroid, along the column: the head
-sits on the upper half of the body (measured on 85 development phantoms: the topmost neck piece
-lay 6 mm below to 17 mm above T1's centroid, median +3, where C7's centroid lies 12-21 mm
-above T1's)."""
+sits on the upper half of the body. Measured on 93 development phantoms: the mean of the two
+sides' topmost neck pieces lay 12 mm below to 13 mm above T1's centroid (5-95%: -6 to +10,
+median +2), where C7's centroid lies 12-22 mm above T1's."""
 RIB_MIDPOINT_MM3 = 250.0
 """Bone in the rib-neck band (the lesser of the two sides) at which a vertebra is as likely
 rib-bearing as not."""
 FIRST_RIB_MIDPOINT_MM3 = 120.0
 """The same in the first-rib band."""
 TOP_BAND_BODIES, TOP_BAND_MIN_BODIES = 2, 10
-"""In a column of at least 10 bodies, the top two take the stronger of the two bands'
-evidence: the first rib leaves T1 steeply forward, and no kidney lies that high; lower
-bodies take the rib-neck band's only."""
+"""In a column of at least 10 bodies, the top two the scan does not cut take the stronger of
+the two bands' evidence: the first rib leaves T1 steeply forward, and no kidney lies that high;
+lower bodies take the rib-neck band's only. A cut body says nothing about its ribs, so it
+takes no slot: with a cut C6 and C7 above it, T1 is the third body and still needs the band
+whose bone shows its first rib."""
 EDGE_ROWS = 1
 """A body reaching within this many rows of the scan's first or last slice touches its edge."""
 CUT_EXTENT = 0.95
@@ -820,25 +823,27 @@ class Naming:
     evidence: float
 
 
-def body_evidence(rib: np.ndarray, first_rib: np.ndarray) -> np.ndarray:
+def body_evidence(rib: np.ndarray, first_rib: np.ndarray, cut: np.ndarray | None = None) -> np.ndarray:
     """Each body's rib evidence, fixed before any naming (a naming must not earn more by
     calling a body by another name): the rib-neck band's, and at the top of a long column,
-    where the cervicothoracic junction can lie, the stronger of it and the first-rib band's."""
+    where the cervicothoracic junction can lie, the stronger of it and the first-rib band's
+    (for the top bodies not ``cut`` by the scan, see :data:`TOP_BAND_BODIES`)."""
     evidence = np.asarray(rib, dtype=float).copy()
     if len(evidence) >= TOP_BAND_MIN_BODIES:
-        top = slice(0, TOP_BAND_BODIES)
+        whole = np.arange(len(evidence)) if cut is None else np.flatnonzero(~np.asarray(cut, dtype=bool))
+        top = whole[:TOP_BAND_BODIES]
         evidence[top] = np.maximum(evidence[top], np.asarray(first_rib, dtype=float)[top])
     return evidence
 
 
-def readings(rib: np.ndarray, first_rib: np.ndarray, has_sacrum: bool) -> list[Naming]:
+def readings(rib: np.ndarray, first_rib: np.ndarray, has_sacrum: bool, cut: np.ndarray | None = None) -> list[Naming]:
     """Every naming of the bodies consistent with the anatomy variants, best first.
 
     With the sacrum below, the last body is the last lumbar vertebra, so each variant gives
     one naming; without it the column may end anywhere. A naming scores its variant's prior
     plus the rib evidence of every body it names thoracic (see :data:`TOP_BAND_BODIES`)."""
     n = len(rib)
-    evidence = body_evidence(rib, first_rib)
+    evidence = body_evidence(rib, first_rib, cut)
     found = []
     for anatomy, n_thoracic, n_lumbar, prior in ANATOMY:
         sequence = level_sequence(n_thoracic, n_lumbar)
@@ -865,7 +870,9 @@ def unseen_rib_counts(found: list[Naming]) -> list[str]:
             if n_lumbar == ANATOMY[0][2] and anatomy in evidence and abs(evidence[anatomy] - best) < TIE_NATS]
 
 
-def name_levels(rib: np.ndarray, first_rib: np.ndarray, has_sacrum: bool) -> tuple[list[str], str, list[str]]:
+def name_levels(
+    rib: np.ndarray, first_rib: np.ndarray, has_sacrum: bool, cut: np.ndarray | None = None
+) -> tuple[list[str], str, list[str]]:
     """Level names for bodies ordered superior to inferior (all above the sacrum), the
     anchors used, and notes. ``rib`` and ``first_rib`` are per-body rib evidence (nats, see
     :func:`rib_evidence`)."""
@@ -873,14 +880,14 @@ def name_levels(rib: np.ndarray, first_rib: np.ndarray, has_sacrum: bool) -> tup
     rib = np.asarray(rib, dtype=float)
     # Seen means evidence the naming scores (the wide first-rib band also takes in lumbar
     # transverse processes, and counts only at the top of a long column).
-    ribs_seen = bool(n) and bool(np.any(body_evidence(rib, np.asarray(first_rib, dtype=float)) > 0))
+    ribs_seen = bool(n) and bool(np.any(body_evidence(rib, np.asarray(first_rib, dtype=float), cut) > 0))
     if n == 0 or (not has_sacrum and not ribs_seen):
         return [""] * n, "sacrum" if has_sacrum and n == 0 else "none", []
     if not ribs_seen:
         # No rib anywhere in view: the column lies below the ribs or the bands lie outside
         # the image. Either way their absence says nothing about any one body.
         rib = first_rib = np.zeros(n)
-    found = readings(rib, np.asarray(first_rib, dtype=float), has_sacrum)
+    found = readings(rib, np.asarray(first_rib, dtype=float), has_sacrum, cut)
     best = found[0]
     rival = next((r for r in found[1:] if r.names != best.names), None)
     margin = best.score - rival.score if rival is not None else np.inf
@@ -910,7 +917,7 @@ def name_levels(rib: np.ndarray, first_rib: np.ndarray, has_sacrum: bool) -> tup
                          "image as well, and would shift every thoracic name by one (the names assume the usual 12)")
     names = list(best.names)
     thoracic = [i for i, name in enumerate(names) if name.startswith("T")]
-    evidence = body_evidence(rib, np.asarray(first_rib, dtype=float))
+    evidence = body_evidence(rib, np.asarray(first_rib, dtype=float), cut)
     disagree = sum(1 for i, name in enumerate(names)
                    if name and (evidence[i] < -CONFLICT_NATS if name.startswith("T") else evidence[i] > CONFLICT_NATS))
     if disagree:
@@ -980,7 +987,7 @@ def label_levels(
             _rib_scores(bodies, class_map, column, spacing_mm)
         rib = rib_evidence(np.array([b.rib_score for b in bodies]), CLASS_MAP_RIB_MIDPOINT_MM3)
         first_rib = rib
-    names, anchor, naming_notes = name_levels(rib, first_rib, has_sacrum)
+    names, anchor, naming_notes = name_levels(rib, first_rib, has_sacrum, cut)
     if volume is not None and bone_level is not None and any(n.startswith(UNCERTAIN_NOTE) for n in naming_notes):
         # A close call at the top of the column: the first-rib band of the body above T1 can
         # hold the top of T1's first rib, which rises to the disc between them. Where the first
@@ -992,7 +999,7 @@ def label_levels(
         if above:
             discounted = first_rib.copy()
             discounted[above] = rib[above]
-            renamed, renamed_anchor, renamed_notes = name_levels(rib, discounted, has_sacrum)
+            renamed, renamed_anchor, renamed_notes = name_levels(rib, discounted, has_sacrum, cut)
             if renamed != names and renamed[owner]:
                 names, anchor, first_rib = renamed, renamed_anchor, discounted
                 decided = (f"{UNCERTAIN_NOTE}: the bone beside the vertebrae fits a naming one level off "
@@ -1008,7 +1015,7 @@ def label_levels(
     vertebrae = [
         LabelledVertebra(name, b.component.centroid, b.component.box, b.component.local_mask, shape,
                          rib_bearing=bool(evidence > 0), cut_by_scan=bool(is_cut))
-        for name, b, evidence, is_cut in zip(names, bodies, body_evidence(rib, first_rib), cut)
+        for name, b, evidence, is_cut in zip(names, bodies, body_evidence(rib, first_rib, cut), cut)
         if name and b.component is not None
     ]
     if s1 is not None and s1.local_mask.any():

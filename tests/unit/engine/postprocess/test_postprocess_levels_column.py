@@ -11,6 +11,7 @@ from engine.postprocess.levels import (
     DISC,
     RIB_HEAD,
     SACRUM,
+    body_evidence,
     column_bodies,
     cut_by_scan,
     cut_column,
@@ -458,3 +459,31 @@ def test_a_first_rib_rising_beside_c7_does_not_make_it_a_thirteenth_rib_bearing_
     fooled = label_levels(cmap, SPACING, volume=volume, bone_level=bone)
     assert [v.level for v in fooled.vertebrae][:2] == ["T1", "T2"]
     assert any(note.startswith("level naming uncertain") for note in fooled.notes)
+
+
+def test_a_body_cut_by_the_scan_takes_no_first_rib_band_slot():
+    rib, first = np.full(12, -4.0), np.full(12, -4.0)
+    first[2] = 4.0  # the third body's first rib shows only in the wide band
+    cut = np.zeros(12, dtype=bool)
+    cut[0] = True
+    assert body_evidence(rib, first)[2] == -4.0  # the top two slots: bodies 0 and 1
+    assert body_evidence(rib, first, cut)[:3].tolist() == [-4.0, -4.0, 4.0]  # the cut body gives its slot up
+
+
+def test_t1_below_a_cut_c6_and_c7_is_still_read_from_its_first_rib():
+    # 13 rib pairs; the scan's top cuts C6. T1's rib leaves forward, beside the body (the
+    # first-rib band) with no bone in the rib-neck band behind it.
+    kinds = "CC" + "T" * 13 + "L" * 5
+    cmap, volume, bone = image(kinds, processes=False)
+    _, rows = column(kinds, width=90)
+    c = cmap.shape[1] // 2
+    lo, hi = rows[2]
+    volume[lo:hi, c + 16 : c + 24] = np.where(cmap[lo:hi, c + 16 : c + 24] > 0, 0.5, 0.1)  # no neck
+    for side in (-1, 1):
+        lateral = sorted((c + side * 16, c + side * 24))
+        volume[lo + 2 : hi - 2, c + 4 : c + 14, lateral[0] : lateral[1]] = 1.0
+    cut_at_top(cmap, volume, rows, keep=5)
+    result = label_levels(cmap, SPACING, volume=volume, bone_level=bone)
+    assert [v.level for v in result.vertebrae] == ["C6", "C7"] + [f"T{i}" for i in range(1, 14)] + [
+        f"L{i}" for i in range(1, 6)] + ["S1"]
+    assert any(note.startswith("transitional anatomy read: 13") for note in result.notes)
