@@ -47,13 +47,23 @@ def _source(path: Paths) -> str:
 def _folders(path: Paths, limit: int | None) -> list[Path]:
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
-    folders: list[Path] = []
+    folders: dict[Path, Path] = {}  # study folder -> the folder given that holds it
     for root in _paths(path):
         found = study_folders(root)
         if not found:
             raise TruthFileError(f"no study folder with a truth.json found under {root}")
-        folders += [folder for folder in found if folder not in folders]  # a folder given twice counts once
-    return folders[:limit] if limit is not None else folders
+        for folder in found:
+            folders.setdefault(folder, root)  # a folder given twice counts once
+    chosen = list(folders)[:limit] if limit is not None else list(folders)
+    seen: dict[str, Path] = {}
+    for folder in chosen:  # one study in two folders (a copy, or two sets made with one seed) would count twice
+        uid = load_truth(folder).study_instance_uid
+        if uid in seen:
+            # named by the folders given: a phantom's own folder is named by its StudyInstanceUID
+            raise TruthFileError(f"the same study ({study_ref(uid)}) is under both {folders[seen[uid]]} and "
+                                 f"{folders[folder]}: its figures would count twice")
+        seen[uid] = folder
+    return chosen
 
 
 def evaluate_folder(

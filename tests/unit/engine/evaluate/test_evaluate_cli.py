@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
 import pytest
 from evaluate_studies import OracleBackend, RecordingPreprocessor, write_study
@@ -160,3 +161,10 @@ def test_several_folders_are_pooled_into_one_report(studies, oracle, tmp_path):
     assert (grade2["tp"], grade2["fp"], grade2["fn"]) == (1, 1, 0)  # as when both sit under one folder
     missing = runner.invoke(app, ["evaluate", str(a), str(tmp_path / "nowhere")])
     assert missing.exit_code == 2 and f"{tmp_path / 'nowhere'} does not exist" in " ".join(missing.output.split())
+    # the same study in two folders (sets made with one seed) is refused before any screening
+    copy = tmp_path / "copy" / a.name
+    shutil.copytree(a, copy)
+    twice = runner.invoke(app, ["evaluate", str(a.parent), str(copy.parent)])
+    said = " ".join(twice.output.split())
+    assert twice.exit_code == 2 and f"is under both {a.parent} and {copy.parent}" in said
+    assert UID_A not in said and study_ref(UID_A) in said  # the sets are named, the study by its hash
