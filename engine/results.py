@@ -156,17 +156,23 @@ class LevelNaming(_Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _doubt_and_flag_agree(cls, data):
-        if not isinstance(data, dict):
-            return data
-        doubt, flag = data.get("doubt"), data.get("in_doubt")
-        if doubt is not None and flag is False:
-            raise ValueError(f"level naming doubt {doubt!r} given with in_doubt false")
-        if doubt is not None:
-            return {**data, "in_doubt": True}
-        if flag:
-            return {**data, "doubt": "close call"}
+    def _fill_doubt_or_flag(cls, data):
+        # the one missing from the input follows the other: an older result says only
+        # in_doubt (read as the wider doubt), a kind alone implies the flag
+        if isinstance(data, dict):
+            if "doubt" not in data and data.get("in_doubt") is True:
+                return {**data, "doubt": "close call"}
+            if data.get("doubt") is not None and "in_doubt" not in data:
+                return {**data, "in_doubt": True}
         return data
+
+    @model_validator(mode="after")
+    def _doubt_and_flag_agree(self) -> LevelNaming:
+        if self.doubt is not None and not self.in_doubt:
+            raise ValueError(f"level naming doubt {self.doubt!r} given with in_doubt false")
+        if self.in_doubt and self.doubt is None:
+            raise ValueError("level naming in_doubt true needs its kind (doubt: 'close call' or 'rib count')")
+        return self
 
 
 class ScreeningResult(_Strict):

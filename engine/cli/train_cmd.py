@@ -93,20 +93,22 @@ def register(app: typer.Typer) -> None:
         settings = load_settings()
         # Every option is checked before any phantom is made: data generation can take most of
         # an hour, and a refused option after it would throw that away.
-        try:
+        try:  # the message names what is wrong: --depth, or the settings' models.crop_size
             cls_config = ClassifierConfig(depth=depth, crop_size=settings.models.crop_size)
         except ValueError as exc:
-            raise typer.BadParameter(f"--depth: {exc}") from None
+            raise typer.BadParameter(str(exc)) from None
         seg_config = SegmenterConfig()
-        if seg_patch % seg_config.grid_multiple:
-            raise typer.BadParameter(f"--seg-patch {seg_patch} must be a multiple of {seg_config.grid_multiple}")
-        try:
-            seg_cfg = SegTrainConfig(steps=seg_steps, seed=seed, patch=(seg_patch,) * 3, lr=seg_lr,
-                                     edge_focus=seg_edge, fracture_focus=seg_fracture)
-        except ValueError as exc:  # the config's own check (--seg-edge + --seg-fracture over 1)
-            raise typer.BadParameter(f"--seg-edge {seg_edge} and --seg-fracture {seg_fracture}: {exc}") from None
-        if seg_init is not None and not seg_init.is_file():
-            raise typer.BadParameter(f"--seg-init {seg_init} is not a file")
+        seg_cfg = None
+        if what != "classifier":  # the segmenter's options are checked only when it is trained
+            if seg_patch % seg_config.grid_multiple:
+                raise typer.BadParameter(f"--seg-patch {seg_patch} must be a multiple of {seg_config.grid_multiple}")
+            try:
+                seg_cfg = SegTrainConfig(steps=seg_steps, seed=seed, patch=(seg_patch,) * 3, lr=seg_lr,
+                                         edge_focus=seg_edge, fracture_focus=seg_fracture)
+            except ValueError as exc:  # the config's own check (--seg-edge + --seg-fracture over 1)
+                raise typer.BadParameter(f"--seg-edge {seg_edge} and --seg-fracture {seg_fracture}: {exc}") from None
+            if seg_init is not None and not seg_init.is_file():
+                raise typer.BadParameter(f"--seg-init {seg_init} is not a file")
         cls_cfg = ClsTrainConfig(steps=cls_steps, seed=seed, ordinal_weight=cls_ordinal, tilt_degrees=cls_tilt)
         setup_logging(settings.logging)
         out = out or settings.models.dir
@@ -156,7 +158,7 @@ def register(app: typer.Typer) -> None:
         models, metrics, recipe = [], {}, {}
 
         if what in ("all", "segmenter"):
-            cfg = seg_cfg
+            cfg = seg_cfg  # built above whenever the segmenter is trained
             t0 = time.monotonic()
             with _progress() as progress:
                 task = progress.add_task("segmenter", total=cfg.steps, note="")

@@ -53,15 +53,16 @@ def _folders(path: Paths, limit: int | None) -> list[Path]:
         if not found:
             raise TruthFileError(f"no study folder with a truth.json found under {root}")
         for folder in found:
-            folders.setdefault(folder, root)  # a folder given twice counts once
+            folders.setdefault(folder.resolve(), root)  # a folder given twice (however spelt) counts once
     chosen = list(folders)[:limit] if limit is not None else list(folders)
     seen: dict[str, Path] = {}
     for folder in chosen:  # one study in two folders (a copy, or two sets made with one seed) would count twice
         uid = load_truth(folder).study_instance_uid
         if uid in seen:
             # named by the folders given: a phantom's own folder is named by its StudyInstanceUID
-            raise TruthFileError(f"the same study ({study_ref(uid)}) is under both {folders[seen[uid]]} and "
-                                 f"{folders[folder]}: its figures would count twice")
+            first, second = folders[seen[uid]], folders[folder]
+            where = f"twice under {first}" if first == second else f"under both {first} and {second}"
+            raise TruthFileError(f"the same study ({study_ref(uid)}) is {where}: its figures would count twice")
         seen[uid] = folder
     return chosen
 

@@ -132,7 +132,8 @@ NECK_ABOVE_CENTROID_MM = 3.0
 """A rib's neck lies about this far above its vertebra's centroid, along the column: the head
 sits on the upper half of the body. Measured on 93 development phantoms: the mean of the two
 sides' topmost neck pieces lay 12 mm below to 13 mm above T1's centroid (5-95%: -6 to +10,
-median +2), where C7's centroid lies 12-22 mm above T1's."""
+median +2), where C7's centroid lies 12-22 mm above T1's. The value was set at 3 from a first
+look at part of those phantoms, before that measurement, and the replays were run with it."""
 RIB_MIDPOINT_MM3 = 250.0
 """Bone in the rib-neck band (the lesser of the two sides) at which a vertebra is as likely
 rib-bearing as not."""
@@ -728,9 +729,9 @@ def first_rib_owner(
     """Index of the body whose first rib the image shows, or None when no rib neck is seen.
 
     The topmost piece of bone (26-connected, at least :data:`RIB_PIECE_MIN_MM3`) on each side
-    in :data:`FIRST_RIB_NECK_ZONE_MM` is taken as the first rib's neck; the mean of the two
-    sides' positions along the column, less :data:`NECK_ABOVE_CENTROID_MM`, is nearest to the
-    centroid of the body that bears it. Unlike the band volumes, this does not depend on where
+    in :data:`FIRST_RIB_NECK_ZONE_MM` is taken as the first rib's neck; the mean position
+    along the column of the sides that show one (both, as a rule; one side alone counts too),
+    less :data:`NECK_ABOVE_CENTROID_MM`, is nearest to the centroid of the body that bears it. Unlike the band volumes, this does not depend on where
     the segment boundary between two bodies falls: the neck of T1's first rib rises to the
     C7/T1 disc, and the part above the boundary counts for C7's band."""
     if column is None or not bodies:
@@ -1000,7 +1001,7 @@ def label_levels(
             discounted = first_rib.copy()
             discounted[above] = rib[above]
             renamed, renamed_anchor, renamed_notes = name_levels(rib, discounted, has_sacrum, cut)
-            if renamed != names and renamed[owner]:
+            if renamed != names and renamed[owner] == "T1":  # the neck's body must come out as T1
                 names, anchor, first_rib = renamed, renamed_anchor, discounted
                 decided = (f"{UNCERTAIN_NOTE}: the bone beside the vertebrae fits a naming one level off "
                            f"nearly as well; the names follow the first rib's neck, which lies beside {names[owner]}")

@@ -120,6 +120,10 @@ def test_the_kind_of_naming_doubt_and_the_flag_agree():
         LevelNaming(anchor="ribs", doubt="close call", in_doubt=False)
     with pytest.raises(ValidationError):
         LevelNaming(anchor="ribs", doubt="maybe")
+    with pytest.raises(ValidationError, match="given with in_doubt false"):
+        LevelNaming.model_validate({"anchor": "ribs", "in_doubt": 0, "doubt": "rib count"})
+    with pytest.raises(ValidationError, match="needs its kind"):
+        LevelNaming.model_validate({"anchor": "ribs", "in_doubt": True, "doubt": None})
 
 
 def test_same_content_gives_the_same_bytes():

@@ -53,9 +53,23 @@ def _refused(tmp_path, monkeypatch, *options: str) -> str:
 
 
 def test_train_refuses_a_bad_option_before_making_any_phantom(tmp_path, monkeypatch):
-    assert "--depth: ResNet depth 20 is not one of [18, 34, 50]" in _refused(tmp_path, monkeypatch, "--depth", "20")
+    assert "ResNet depth 20 is not one of [18, 34, 50]" in _refused(tmp_path, monkeypatch, "--depth", "20")
     assert "--seg-patch 40 must be a multiple of 16" in _refused(tmp_path, monkeypatch, "--seg-patch", "40")
     shares = _refused(tmp_path, monkeypatch, "--seg-edge", "0.6", "--seg-fracture", "0.6")
     assert "--seg-edge 0.6 and --seg-fracture 0.6:" in shares and "together exceed every patch" in shares
     missing = tmp_path / "no-such.onnx"
     assert f"--seg-init {missing} is not a file" in _refused(tmp_path, monkeypatch, "--seg-init", str(missing))
+
+
+def test_a_classifier_run_does_not_check_the_segmenter_options(tmp_path, monkeypatch):
+    root_logger = logging.getLogger()
+    monkeypatch.setattr(root_logger, "handlers", list(root_logger.handlers))
+    monkeypatch.setattr(root_logger, "level", root_logger.level)
+    out = tmp_path / "models"
+    run = runner.invoke(app, [
+        "train", "--what", "classifier", "--studies", "2", "--validation", "1", "--full-studies", "0",
+        "--matrix", "64", "--cls-steps", "2", "--seg-patch", "40", "--seg-init", str(tmp_path / "none.onnx"),
+        "--out", str(out), "--cache", str(tmp_path / "cache"),
+    ])
+    assert run.exit_code == 0, run.output
+    assert [m["name"] for m in json.loads((out / "training.json").read_text())["models"]] == ["vertebra_cls"]

@@ -168,3 +168,12 @@ def test_several_folders_are_pooled_into_one_report(studies, oracle, tmp_path):
     said = " ".join(twice.output.split())
     assert twice.exit_code == 2 and f"is under both {a.parent} and {copy.parent}" in said
     assert UID_A not in said and study_ref(UID_A) in said  # the sets are named, the study by its hash
+    both = tmp_path / "both"
+    for name in ("x", "y"):
+        shutil.copytree(a, both / name / a.name)
+    twice = runner.invoke(app, ["evaluate", str(both)])
+    assert twice.exit_code == 2 and f"is twice under {both}" in " ".join(twice.output.split())
+    # one folder spelt two ways is one folder
+    again = runner.invoke(app, ["evaluate", str(a.parent), f"{a.parent}/.", "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert json.loads(out.read_text())["studies"]["analysed"] == 2

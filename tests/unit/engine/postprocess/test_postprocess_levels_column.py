@@ -459,6 +459,11 @@ def test_a_first_rib_rising_beside_c7_does_not_make_it_a_thirteenth_rib_bearing_
     fooled = label_levels(cmap, SPACING, volume=volume, bone_level=bone)
     assert [v.level for v in fooled.vertebrae][:2] == ["T1", "T2"]
     assert any(note.startswith("level naming uncertain") for note in fooled.notes)
+    # a neck placed where the renamed column would not call its body T1 (a stray piece of
+    # bone) changes nothing
+    monkeypatch.setattr("engine.postprocess.levels.first_rib_owner", lambda *args: 5)
+    stray = label_levels(cmap, SPACING, volume=volume, bone_level=bone)
+    assert [v.level for v in stray.vertebrae] == [v.level for v in fooled.vertebrae] and stray.notes == fooled.notes
 
 
 def test_a_body_cut_by_the_scan_takes_no_first_rib_band_slot():
