@@ -17,7 +17,13 @@ from pathlib import Path
 
 from engine.evaluate.report import EvaluationReport, build_report
 from engine.evaluate.study import StudyEvaluation, evaluate_study
-from engine.evaluate.truth import TruthFileError, load_labels, load_truth, study_folders
+from engine.evaluate.truth import (
+    StudyTruth,
+    TruthFileError,
+    load_labels,
+    load_truth,
+    study_folders,
+)
 from engine.infer.base import InferenceBackend
 from engine.logs import study_ref
 from engine.results import ScreeningResult
@@ -44,7 +50,8 @@ def _source(path: Paths) -> str:
     return " + ".join(str(p) for p in _paths(path))
 
 
-def _folders(path: Paths, limit: int | None) -> list[Path]:
+def _studies(path: Paths, limit: int | None) -> list[tuple[Path, StudyTruth]]:
+    """Each study folder under ``path`` with its truth, read once."""
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
     folders: dict[Path, Path] = {}  # study folder -> the folder given that holds it
@@ -56,15 +63,16 @@ def _folders(path: Paths, limit: int | None) -> list[Path]:
             folders.setdefault(folder.resolve(), root)  # a folder given twice (however spelt) counts once
     chosen = list(folders)[:limit] if limit is not None else list(folders)
     seen: dict[str, Path] = {}
-    for folder in chosen:  # one study in two folders (a copy, or two sets made with one seed) would count twice
-        uid = load_truth(folder).study_instance_uid
+    studies = [(folder, load_truth(folder)) for folder in chosen]
+    for folder, truth in studies:  # one study in two folders (a copy, or two sets made with one seed) would count twice
+        uid = truth.study_instance_uid
         if uid in seen:
             # named by the folders given: a phantom's own folder is named by its StudyInstanceUID
             first, second = folders[seen[uid]], folders[folder]
             where = f"twice under {first}" if first == second else f"under both {first} and {second}"
             raise TruthFileError(f"the same study ({study_ref(uid)}) is {where}: its figures would count twice")
         seen[uid] = folder
-    return chosen
+    return studies
 
 
 def evaluate_folder(
@@ -84,13 +92,12 @@ def evaluate_folder(
     # The screening core pulls in DALI: imported only when screening.
     from engine.screen import Screener
 
-    folders = _folders(path, limit)
+    studies = _studies(path, limit)
     screener = Screener(settings, backend=backend)
     evaluations: list[StudyEvaluation] = []
     with ExitStack() as stack:
         sink = stack.enter_context(open(results_out, "w", encoding="utf-8")) if results_out else None
-        for done, folder in enumerate(folders, start=1):
-            truth = load_truth(folder)
+        for done, (folder, truth) in enumerate(studies, start=1):
             labels = load_labels(folder)
             start = time.perf_counter()
             output = screener.screen(folder, study_hint=truth.study_instance_uid)
@@ -105,7 +112,7 @@ def evaluate_folder(
                 sink.flush()
             del output, labels  # one study's volumes in memory at a time
             if on_study is not None:
-                on_study(done, len(folders), evaluation)
+                on_study(done, len(studies), evaluation)
     return build_report(evaluations, source=_source(path))
 
 
@@ -136,12 +143,11 @@ def evaluate_results(
     Study times are the sums of each result's ``timings_ms`` (the screening stages, without
     the caller's overhead).
     """
-    folders = _folders(path, limit)
+    studies = _studies(path, limit)
     results = read_results(Path(results_file))
     evaluations: list[StudyEvaluation] = []
     missing = 0
-    for done, folder in enumerate(folders, start=1):
-        truth = load_truth(folder)
+    for done, (folder, truth) in enumerate(studies, start=1):
         result = results.get(truth.study_instance_uid)
         if result is None:
             missing += 1
@@ -151,5 +157,5 @@ def evaluate_results(
         evaluation = evaluate_study(truth, result, seconds=seconds, labels=load_labels(folder))
         evaluations.append(evaluation.model_copy(update={"dice_note": None}))
         if on_study is not None:
-            on_study(done, len(folders), evaluation)
+            on_study(done, len(studies), evaluation)
     return build_report(evaluations, source=_source(path), dice_note=NO_DICE_FROM_FILE, missing_results=missing)

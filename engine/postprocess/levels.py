@@ -692,31 +692,60 @@ def _rib_scores(bodies: list[ColumnBody], class_map: np.ndarray, column: Column,
         body.rib_score = float(np.count_nonzero((along >= s0) & (along < s1))) * voxel_mm3
 
 
+@dataclass(frozen=True)
+class BonePoints:
+    """The voxels above the bone level on the rows the column covers, and where each lies
+    beside the column: what the rib bands are cut from."""
+
+    local: np.ndarray
+    """(N, 3) voxel indices, axis 0 counted from :attr:`row0`."""
+    row0: int
+    rows: int
+    """How many rows from ``row0`` the points were taken from."""
+    along: np.ndarray
+    posterior: np.ndarray
+    lateral: np.ndarray
+    """Arc length and in-plane offsets (mm, left positive) from the column, per point."""
+
+    def in_zone(self, zone: tuple[tuple[float, float], tuple[float, float]]) -> np.ndarray:
+        """Points in a ``((lateral lo, hi), (posterior lo, hi))`` band, on either side."""
+        (lat_lo, lat_hi), (post_lo, post_hi) = zone
+        side = np.abs(self.lateral)
+        return (side >= lat_lo) & (side < lat_hi) & (self.posterior >= post_lo) & (self.posterior < post_hi)
+
+
+def bone_points(column: Column, volume: np.ndarray, spacing_mm: np.ndarray, bone_level: float) -> BonePoints | None:
+    """The bone beside the column (see :class:`BonePoints`); None when there is none."""
+    r0, r1 = int(column.rows[0]), int(column.rows[-1]) + 1
+    local = np.argwhere(np.asarray(volume[r0:r1]) > bone_level)
+    if len(local) == 0:
+        return None
+    points = local.copy()
+    points[:, 0] += r0
+    along, offset, _inside = column.offsets(points, spacing_mm)
+    return BonePoints(local, r0, r1 - r0, along, offset[:, 0], offset[:, 1])
+
+
 def image_rib_volumes(
-    bodies: list[ColumnBody], column: Column, volume: np.ndarray, spacing_mm: np.ndarray, bone_level: float
+    bodies: list[ColumnBody], column: Column, volume: np.ndarray, spacing_mm: np.ndarray, bone_level: float,
+    bone: BonePoints | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per body, the bone volume (mm3, the lesser of the two sides) within its segment in the
-    rib-neck band and in the first-rib band (see :data:`RIB_NECK_ZONE_MM`)."""
+    rib-neck band and in the first-rib band (see :data:`RIB_NECK_ZONE_MM`). ``bone``, when
+    given, is :func:`bone_points` of the same volume, already found."""
     n = len(bodies)
     neck, first = np.zeros(n), np.zeros(n)
     if n == 0:
         return neck, first
-    r0, r1 = int(column.rows[0]), int(column.rows[-1]) + 1
-    points = np.argwhere(np.asarray(volume[r0:r1]) > bone_level)
-    if len(points) == 0:
+    bone = bone or bone_points(column, volume, spacing_mm, bone_level)
+    if bone is None:
         return neck, first
-    points[:, 0] += r0
-    along, offset, _inside = column.offsets(points, spacing_mm)
-    posterior, lateral = offset[:, 0], offset[:, 1]
-    left = lateral > 0
+    left = bone.lateral > 0
     voxel_mm3 = float(np.prod(spacing_mm))
-    bands = []
-    for (lat_lo, lat_hi), (post_lo, post_hi) in (RIB_NECK_ZONE_MM, FIRST_RIB_ZONE_MM):
-        bands.append((np.abs(lateral) >= lat_lo) & (np.abs(lateral) < lat_hi)
-                     & (posterior >= post_lo) & (posterior < post_hi))
+    bands = [bone.in_zone(RIB_NECK_ZONE_MM), bone.in_zone(FIRST_RIB_ZONE_MM)]
     for i, body in enumerate(bodies):
         s0, s1 = body.s_range
-        segment = (along >= s0) & (along < s1)
+        segment = (bone.along >= s0) & (bone.along < s1)
         for out, band in zip((neck, first), bands):
             here = segment & band
             out[i] = voxel_mm3 * min(np.count_nonzero(here & left), np.count_nonzero(here & ~left))
@@ -724,42 +753,37 @@ def image_rib_volumes(
 
 
 def first_rib_owner(
-    bodies: list[ColumnBody], column: Column, volume: np.ndarray, spacing_mm: np.ndarray, bone_level: float
+    bodies: list[ColumnBody], column: Column, volume: np.ndarray, spacing_mm: np.ndarray, bone_level: float,
+    bone: BonePoints | None = None,
 ) -> int | None:
     """Index of the body whose first rib the image shows, or None when no rib neck is seen.
 
     The topmost piece of bone (26-connected, at least :data:`RIB_PIECE_MIN_MM3`) on each side
     in :data:`FIRST_RIB_NECK_ZONE_MM` is taken as the first rib's neck; the mean position
     along the column of the sides that show one (both, as a rule; one side alone counts too),
-    less :data:`NECK_ABOVE_CENTROID_MM`, is nearest to the centroid of the body that bears it. Unlike the band volumes, this does not depend on where
-    the segment boundary between two bodies falls: the neck of T1's first rib rises to the
-    C7/T1 disc, and the part above the boundary counts for C7's band."""
+    less :data:`NECK_ABOVE_CENTROID_MM`, is nearest to the centroid of the body that bears it.
+    Unlike the band volumes, this does not depend on where the segment boundary between two
+    bodies falls: the neck of T1's first rib rises to the C7/T1 disc, and the part above the
+    boundary counts for C7's band. ``bone`` as in :func:`image_rib_volumes`."""
     if column is None or not bodies:
         return None
-    r0, r1 = int(column.rows[0]), int(column.rows[-1]) + 1
-    crop = np.asarray(volume[r0:r1]) > bone_level
-    local = np.argwhere(crop)
-    if len(local) == 0:
+    bone = bone or bone_points(column, volume, spacing_mm, bone_level)
+    if bone is None:
         return None
-    points = local.copy()
-    points[:, 0] += r0
-    along, offset, _inside = column.offsets(points, spacing_mm)
-    posterior, lateral = offset[:, 0], offset[:, 1]
-    (lat_lo, lat_hi), (post_lo, post_hi) = FIRST_RIB_NECK_ZONE_MM
-    band = ((np.abs(lateral) >= lat_lo) & (np.abs(lateral) < lat_hi)
-            & (posterior >= post_lo) & (posterior < post_hi) & (along <= bodies[0].s_range[1] + 5.0))
+    band = bone.in_zone(FIRST_RIB_NECK_ZONE_MM) & (bone.along <= bodies[0].s_range[1] + 5.0)
     voxel_mm3 = float(np.prod(spacing_mm))
+    shape = (bone.rows, *np.asarray(volume).shape[1:])
     tops = []
-    for side in (lateral > 0, lateral <= 0):
+    for side in (bone.lateral > 0, bone.lateral <= 0):
         here = band & side
         if not here.any():
             continue
-        mask = np.zeros(crop.shape, dtype=bool)
-        mask[tuple(local[here].T)] = True
+        mask = np.zeros(shape, dtype=bool)
+        mask[tuple(bone.local[here].T)] = True
         labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
-        piece = labels[tuple(local[here].T)]
+        piece = labels[tuple(bone.local[here].T)]
         sizes = np.bincount(piece, minlength=count + 1)
-        centres = np.bincount(piece, weights=along[here], minlength=count + 1) / np.maximum(sizes, 1)
+        centres = np.bincount(piece, weights=bone.along[here], minlength=count + 1) / np.maximum(sizes, 1)
         ribs = [centres[i] for i in range(1, count + 1) if sizes[i] * voxel_mm3 >= RIB_PIECE_MIN_MM3]
         if ribs:
             tops.append(max(ribs))
@@ -975,8 +999,10 @@ def label_levels(
     if missed:
         notes.append(f"{missed} vertebral bod{'y' if missed == 1 else 'ies'} missed by the segmentation "
                      "counted from the spacing of the column but not measured")
+    bone = None
     if volume is not None and bone_level is not None and column is not None:
-        neck, first = image_rib_volumes(bodies, column, volume, spacing_mm, bone_level)
+        bone = bone_points(column, volume, spacing_mm, bone_level)
+        neck, first = image_rib_volumes(bodies, column, volume, spacing_mm, bone_level, bone=bone)
         rib, first_rib = rib_evidence(neck, RIB_MIDPOINT_MM3), rib_evidence(first, FIRST_RIB_MIDPOINT_MM3)
         # A body the scan cuts says nothing about its ribs: they may lie beyond the last slice
         # (a cut T1), or the next body's ribs may lie in its bands (a cut C7 above T1's first rib).
@@ -995,7 +1021,7 @@ def label_levels(
         # rib's neck lies says which body bears it; band bone above that body is its rib.
         # The names stay reported uncertain: the neck's position decides between two readings
         # the volumes could not, it does not make either more certain.
-        owner = first_rib_owner(bodies, column, volume, spacing_mm, bone_level)
+        owner = first_rib_owner(bodies, column, volume, spacing_mm, bone_level, bone=bone)
         above = [i for i in range(owner or 0) if first_rib[i] > rib[i] and first_rib[i] > 0]
         if above:
             discounted = first_rib.copy()

@@ -455,13 +455,13 @@ def test_a_first_rib_rising_beside_c7_does_not_make_it_a_thirteenth_rib_bearing_
                for note in result.notes)
     assert not any(note.startswith("transitional anatomy read") for note in result.notes)
     # without the neck's position, C7's band reads as a rib and every name above L1 moves up one
-    monkeypatch.setattr("engine.postprocess.levels.first_rib_owner", lambda *args: None)
+    monkeypatch.setattr("engine.postprocess.levels.first_rib_owner", lambda *args, **kwargs: None)
     fooled = label_levels(cmap, SPACING, volume=volume, bone_level=bone)
     assert [v.level for v in fooled.vertebrae][:2] == ["T1", "T2"]
     assert any(note.startswith("level naming uncertain") for note in fooled.notes)
     # a neck placed where the renamed column would not call its body T1 (a stray piece of
     # bone) changes nothing
-    monkeypatch.setattr("engine.postprocess.levels.first_rib_owner", lambda *args: 5)
+    monkeypatch.setattr("engine.postprocess.levels.first_rib_owner", lambda *args, **kwargs: 5)
     stray = label_levels(cmap, SPACING, volume=volume, bone_level=bone)
     assert [v.level for v in stray.vertebrae] == [v.level for v in fooled.vertebrae] and stray.notes == fooled.notes
 
