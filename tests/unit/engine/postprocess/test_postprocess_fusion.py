@@ -105,6 +105,25 @@ def test_nothing_seen_is_no_fracture():
     assert (fused.genant_grade, fused.decided_by) == (0, "no_fracture")
 
 
+def test_a_likely_grade_3_is_graded_3_even_when_grade_2_is_likelier():
+    """fresh2 T11, a true grade 3 read as grade 2: loss 20%, grade probabilities 0/0/0.66/0.34."""
+    output = ClassifierOutput(1.0, (0.0, 0.001, 0.663, 0.336))
+    fused = fuse(morph(0.198), output, SETTINGS)
+    assert (fused.genant_grade, fused.decided_by, fused.classifier_grade) == (3, "classifier", 2)
+    assert any("gives grade 3 a probability of 0.34 (its most likely grade is 2)" in n for n in fused.notes)
+    # Under the setting's bar the most likely grade stands; at 1 the rule is off.
+    assert fuse(morph(0.198), ClassifierOutput(1.0, (0.0, 0.001, 0.8, 0.199)), SETTINGS).genant_grade == 2
+    assert fuse(morph(0.198), output, GradingSettings(grade3_probability=1.0)).genant_grade == 2
+    # Even a grade-1 call with a 0.38 grade-3 probability (fresh2 T3, a true grade 3).
+    assert fuse(morph(0.322), ClassifierOutput(0.993, (0.024, 0.458, 0.138, 0.38)), SETTINGS).genant_grade == 3
+    # The fracture head still decides whether there is a fracture at all.
+    vetoed = fuse(morph(0.30), ClassifierOutput(0.2, (0.5, 0.1, 0.1, 0.3)), SETTINGS)
+    assert (vetoed.genant_grade, vetoed.decided_by) == (0, "classifier_veto")
+    # Measured grade 3 already: nothing to add.
+    agreed = fuse(morph(0.45), output, SETTINGS)
+    assert (agreed.genant_grade, agreed.decided_by) == (3, "agreement") and agreed.notes == ()
+
+
 def test_rule_parameters_come_from_the_settings():
     lenient = GradingSettings(severe_override_margin=0.0, fracture_probability_threshold=0.3)
     assert fuse(morph(0.22), classifier(0.35), lenient).decided_by == "morphometry"
@@ -115,10 +134,12 @@ def test_rule_parameters_come_from_the_settings():
 
 def test_a_positive_grade_always_has_a_probability_at_or_above_the_threshold():
     seen = set()
-    for loss, probability, grade, confidence in itertools.product(
-        (None, 0.0, 0.1, 0.22, 0.3, 0.45, 0.6), (0.0, 0.3, 0.5, 0.7, 1.0), range(4), (0.4, 0.85)
-    ):
-        fused = fuse(None if loss is None else morph(loss), classifier(probability, grade, confidence), SETTINGS)
+    outputs = [classifier(probability, grade, confidence) for probability, grade, confidence
+               in itertools.product((0.0, 0.3, 0.5, 0.7, 1.0), range(4), (0.4, 0.85))]
+    outputs += [ClassifierOutput(probability, (0.05, 0.3, 0.35, 0.3)) for probability in (0.3, 0.7)]
+    for loss, output in itertools.product((None, 0.0, 0.1, 0.22, 0.3, 0.45, 0.6), outputs):
+        probability = output.fracture_probability
+        fused = fuse(None if loss is None else morph(loss), output, SETTINGS)
         seen.add(fused.decided_by)
         assert fused.decided_by in DECISIONS
         assert 0 <= fused.genant_grade <= 3
@@ -126,8 +147,12 @@ def test_a_positive_grade_always_has_a_probability_at_or_above_the_threshold():
             assert fused.fracture_probability == probability  # the classifier's
         if fused.genant_grade >= 1:
             assert fused.fracture_probability >= SETTINGS.fracture_probability_threshold
-            # never below either source (under severe_collapse the morphometric grade is 3)
-            assert fused.genant_grade == max(fused.classifier_grade, fused.morphometric_grade or 0)
+            # never below either source (under severe_collapse the morphometric grade is 3); above
+            # both only when the grade-3 probability made it 3, which the notes say
+            either = max(fused.classifier_grade, fused.morphometric_grade or 0)
+            raised = any("gives grade 3 a probability" in note for note in fused.notes)
+            assert fused.genant_grade == (3 if raised else either)
+            assert raised == (either < 3 <= fused.genant_grade)
         else:
             assert probability < SETTINGS.fracture_probability_threshold or fused.decided_by == "unconfirmed"
     assert seen == set(DECISIONS)
