@@ -241,8 +241,8 @@ class GradingSettings(_Group):
     """Classifier probability above which a vertebra counts as fractured."""
     grade3_probability: float = Field(default=0.25, gt=0, le=1)
     """Grade-3 probability of the classifier's grade output from which a vertebra it calls
-    fractured is graded 3 even when another grade is more likely: a missed severe fracture
-    weighs as much as three moderate ones graded severe. 1 keeps the most likely grade."""
+    fractured, most likely grade 1 or 2, is graded 3: a missed severe fracture weighs as much
+    as three moderate ones graded severe. 1 keeps the most likely grade."""
     neighbour_reference_loss: float = Field(default=0.15, gt=0, lt=1)
     """Posterior height loss against the neighbours' interpolated height from which the
     neighbours, not the vertebra's own posterior wall, give its expected height (crush)."""

@@ -26,9 +26,10 @@ The rule (``decided_by`` names the branch that applied):
    higher, ``classifier`` when the classifier's grade is (or when the body could not be
    measured). When both say grade 0, the vertebra stays grade 0 (``unconfirmed``): the
    fracture head says yes, but neither the grade head nor the measurement sees a deformity.
-   The classifier's grade is its most likely grade, except that a grade-3 probability of at
-   least ``grade3_probability`` (0.25) makes it 3: a missed severe fracture is weighed as
-   three moderate ones graded severe, and the finding notes it.
+   The classifier's grade is its most likely grade, except that when that is 1 or 2 and the
+   morphometry does not already say 3, a grade-3 probability of at least
+   ``grade3_probability`` (0.25) makes it 3: a missed severe fracture is weighed as three
+   moderate ones graded severe, and the finding notes it.
 
 Why this rule: measured on 40 held-out clinical-size phantoms (697 vertebrae), checked on
 10 more (the offline study behind it saved every vertebra's numbers once and replayed the
@@ -145,9 +146,12 @@ def fuse(
     if probability >= settings.fracture_probability_threshold:
         classifier_grade = classifier.grade
         severe_probability = classifier.grade_probabilities[3]
-        if classifier_grade < 3 and severe_probability >= settings.grade3_probability:
+        # Raised only where it changes the grade: a fracture the grade head sees (most likely
+        # grade 1 or 2) that neither source already grades 3.
+        raised = (1 <= classifier.grade < 3 and (morph_grade or 0) < 3
+                  and severe_probability >= settings.grade3_probability)
+        if raised:
             classifier_grade = 3
-        if max(morph_grade or 0, classifier.grade) < classifier_grade:
             notes.append(
                 f"the classifier gives grade 3 a probability of {severe_probability:.2f} "
                 f"(its most likely grade is {classifier.grade}): graded 3 so that a severe fracture is not under-read"
@@ -161,7 +165,7 @@ def fuse(
             decided_by = "morphometry"
         else:
             decided_by = "classifier"
-            if morph_grade is not None:
+            if morph_grade is not None and not raised:
                 notes.append(
                     f"graded {grade} by the classifier, above the morphometric grade {morph_grade} "
                     f"({loss:.0%} height loss): the segmentation tends to fill in a collapsed endplate"

@@ -119,9 +119,14 @@ def test_a_likely_grade_3_is_graded_3_even_when_grade_2_is_likelier():
     # The fracture head still decides whether there is a fracture at all.
     vetoed = fuse(morph(0.30), ClassifierOutput(0.2, (0.5, 0.1, 0.1, 0.3)), SETTINGS)
     assert (vetoed.genant_grade, vetoed.decided_by) == (0, "classifier_veto")
-    # Measured grade 3 already: nothing to add.
-    agreed = fuse(morph(0.45), output, SETTINGS)
-    assert (agreed.genant_grade, agreed.decided_by) == (3, "agreement") and agreed.notes == ()
+    # Measured grade 3 already: nothing raised, the morphometry decided.
+    measured = fuse(morph(0.45), output, SETTINGS)
+    assert (measured.genant_grade, measured.decided_by) == (3, "morphometry") and measured.notes == ()
+    # Only a fracture the grade head sees: a most likely grade 0 stays unconfirmed.
+    flat = fuse(morph(0.05), ClassifierOutput(0.9, (0.4, 0.1, 0.2, 0.3)), SETTINGS)
+    assert (flat.genant_grade, flat.decided_by) == (0, "unconfirmed")
+    # One note, not also the generic "graded by the classifier above the morphometric grade".
+    assert len(fuse(morph(0.198), output, SETTINGS).notes) == 1
 
 
 def test_rule_parameters_come_from_the_settings():
