@@ -77,6 +77,8 @@ MIN_BODY_MM3 = 1500.0
 """Smaller body segments are not reported (the smallest thoracic body is ~5000 mm3)."""
 SPECK_MM3 = 200.0
 """Body or sacrum components smaller than this are noise: they do not place the centre line."""
+SLAB_MM = 10.0
+"""Body components enter the centre line's first fit as slabs this thick along the scan axis."""
 TUBE_RADIUS_MM = 32.0
 """Column voxels lie within this distance of the centre line, in the axial plane (the widest
 lumbar body is ~50 mm)."""
@@ -363,23 +365,49 @@ def _robust_fit(z: np.ndarray, values: np.ndarray, weights: np.ndarray, degree: 
     return np.poly1d(np.polyfit(z, values, degree, w=np.sqrt(weights)))
 
 
+def _slabs(found: list[Component], spacing_mm: np.ndarray, whole: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each component cut into slabs of :data:`SLAB_MM` along axis0, except the components
+    from index ``whole`` on, which stay one piece: (component index, centroid (voxel index),
+    voxel count) of every slab."""
+    owner, centres, counts = [], [], []
+    rows_per_slab = max(1, int(np.rint(SLAB_MM / spacing_mm[0])))
+    for k, component in enumerate(found):
+        points = np.argwhere(component.local_mask)
+        slab = points[:, 0] // rows_per_slab if k < whole else np.zeros(len(points), dtype=int)
+        count = np.bincount(slab)
+        present = np.flatnonzero(count)
+        sums = np.stack([np.bincount(slab, weights=points[:, a])[present] for a in range(3)], axis=1)
+        start = np.array([b.start for b in component.box], dtype=float)
+        owner.append(np.full(len(present), k))
+        centres.append(sums / count[present, None] + start)
+        counts.append(count[present].astype(float))
+    return np.concatenate(owner), np.concatenate(centres), np.concatenate(counts)
+
+
 def spine_column(body: np.ndarray, sacrum: np.ndarray | None, spacing_mm: np.ndarray) -> Column | None:
     """Centre line through the vertebral bodies (and the sacrum below them).
 
-    First a smooth curve (cubic in axis0) through the centroids of the body components,
-    weighted by volume, with components far from it rejected and the curve refitted: a
-    lateral false body, a hip or a shoulder cannot pull it off the spine. Then each row's
-    median position of the body voxels near that curve, smoothed; the line spans the kept
-    components only."""
+    First a smooth curve (cubic in axis0) through the body components, weighted by volume,
+    with components far from it rejected and the curve refitted: a lateral false body, a hip
+    or a shoulder cannot pull it off the spine. Each body component enters the fit as slabs
+    of :data:`SLAB_MM` along axis0, not as its centroid alone: several bodies merged into one
+    component (common in the upper thoracic spine, where the discs are thin) left the curve
+    free above its centroid, and the cubic's extrapolation ran 50-150 mm off the kyphosis,
+    losing every body above (fresh6: 3 of 100 studies, 10 bodies, 2 grade-3 fractures). The
+    sacrum stays one point, as before: below the bodies the line follows the curve. Then each
+    row's median position of the body voxels near that curve, smoothed; the line spans the
+    kept components only."""
     spacing_mm = np.asarray(spacing_mm, dtype=float)
     found = components(body, spacing_mm, SPECK_MM3, 400)
+    n_body = len(found)
     if sacrum is not None and sacrum.any():
         found += components(sacrum, spacing_mm, MIN_BODY_MM3, 1)
     if not found:
         return None
     centres = np.array([c.centroid for c in found])
     volumes = np.array([float(c.local_mask.sum()) for c in found])
-    z = centres[:, 0]
+    owner, slab_centres, slab_counts = _slabs(found, spacing_mm, whole=n_body)
+    z = slab_centres[:, 0]
     keep = np.ones(len(found), dtype=bool)
     # The spine is the heaviest vertical chain: start near the volume-weighted median position.
     order = np.argsort(centres[:, 2])
@@ -389,9 +417,12 @@ def spine_column(body: np.ndarray, sacrum: np.ndarray | None, spacing_mm: np.nda
     for limit in (40.0, 25.0, 20.0):
         if keep.sum() == 0:
             return None
-        fits = [_robust_fit(z[keep], centres[keep, a], volumes[keep], 3) for a in (1, 2)]
+        used = keep[owner]
+        fits = [_robust_fit(z[used], slab_centres[used, a], slab_counts[used], 3) for a in (1, 2)]
         predicted = np.column_stack([f(z) for f in fits])
-        distance = np.hypot(*((centres[:, 1:] - predicted) * spacing_mm[1:]).T)
+        slab_distance = np.hypot(*((slab_centres[:, 1:] - predicted) * spacing_mm[1:]).T)
+        # A component's distance: the voxel-weighted mean over its slabs.
+        distance = np.bincount(owner, weights=slab_distance * slab_counts, minlength=len(found)) / volumes
         keep = distance <= limit
     if keep.sum() == 0:
         return None

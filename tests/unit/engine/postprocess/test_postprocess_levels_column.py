@@ -492,3 +492,48 @@ def test_t1_below_a_cut_c6_and_c7_is_still_read_from_its_first_rib():
     assert [v.level for v in result.vertebrae] == ["C6", "C7"] + [f"T{i}" for i in range(1, 14)] + [
         f"L{i}" for i in range(1, 6)] + ["S1"]
     assert any(note.startswith("transitional anatomy read: 13") for note in result.notes)
+
+
+# Body centres (row, AP column) of a real failure (fresh6 354905, 2 mm grid): the upper
+# thoracic kyphosis bends the top forward by 32 mm over four levels, and T2..T9 came out of
+# the segmentation as one component.
+KYPHOTIC = [(141.8, 69.0), (134.8, 75.0), (127.7, 80.4), (120.1, 84.3), (110.5, 85.4), (100.1, 86.1), (89.0, 86.3),
+            (77.3, 85.8), (65.5, 84.4), (54.3, 80.8), (44.3, 73.6), (33.1, 66.3), (20.1, 59.5)]
+
+
+def kyphotic_column(merged_top: int) -> np.ndarray:
+    """A class map of :data:`KYPHOTIC`, the top ``merged_top`` bodies one component."""
+    cmap = np.zeros((160, 112, 96), dtype=np.uint8)
+    rows = np.array([r for r, _ in KYPHOTIC])[::-1]
+    aps = np.array([a for _, a in KYPHOTIC])[::-1]
+    # Each body leaves a disc of at least 2 rows (4 mm) to its neighbours.
+    gaps = np.diff(rows)
+    half = (np.minimum(np.r_[gaps, gaps[-1]], np.r_[gaps[0], gaps]) - 2) // 2
+    top_block = KYPHOTIC[merged_top - 1][0] - half[-merged_top]
+    for row in range(150):
+        ap = int(np.rint(np.interp(row, rows, aps)))
+        in_body = np.any(np.abs(rows - row) <= half)
+        if in_body:
+            cmap[row, ap - 7 : ap + 7, 34:48] = BODY
+        elif top_block <= row <= KYPHOTIC[0][0]:
+            cmap[row, ap - 7 : ap + 7, 34:48] = DISC  # a thin disc the body class bridges
+            cmap[row, ap - 2 : ap + 2, 39:43] = BODY
+        else:
+            cmap[row, ap - 7 : ap + 7, 34:48] = DISC
+    return cmap
+
+
+def test_a_merged_kyphotic_top_keeps_the_centre_line_on_the_spine():
+    """The first fit took each component as its centroid: a long merged component left the
+    cubic free above it, and its extrapolation ran 100 mm off, so every body above T6 was lost."""
+    cmap = kyphotic_column(merged_top=8)
+    bodies, line, _ = column_bodies(cmap, SPACING)
+    assert line is not None
+    for row, ap in KYPHOTIC[:4]:
+        k = round(row) - int(line.rows[0])
+        assert 0 <= k < len(line.rows), f"the centre line does not reach row {row}"
+        assert abs(line.centre[k, 0] - ap) <= 3, f"centre line {line.centre[k, 0]:.1f} at row {row}, body at {ap}"
+    found = [b.centroid[0] for b in bodies if b.component is not None]
+    assert found, "no body found"
+    for row, _ in KYPHOTIC[:2]:  # the bodies the old line lost
+        assert min(abs(f - row) for f in found) <= 3, f"no body found near row {row}: {sorted(found)}"
