@@ -405,8 +405,8 @@ def spine_column(body: np.ndarray, sacrum: np.ndarray | None, spacing_mm: np.nda
     if not found:
         return None
     centres = np.array([c.centroid for c in found])
-    volumes = np.array([float(c.local_mask.sum()) for c in found])
     owner, slab_centres, slab_counts = _slabs(found, spacing_mm, whole=n_body)
+    volumes = np.bincount(owner, weights=slab_counts, minlength=len(found))
     z = slab_centres[:, 0]
     keep = np.ones(len(found), dtype=bool)
     # The spine is the heaviest vertical chain: start near the volume-weighted median position.
