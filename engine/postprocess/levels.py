@@ -24,6 +24,13 @@ So the bodies are found along the **spine column** instead:
    expected height when there is none), and a body the segmentation missed becomes a
    segment of about one pitch with little body inside: it is **counted** (so the levels
    below it stay right) but not reported, as there is nothing to measure.
+5. the cutting has near-ties (hard thresholds on the binned profile: clear discs, weak-disc
+   depths, the too-short bar), so it is done at :data:`CUT_PHASES` sub-bin phases of the bins
+   and the cutting that agrees best with the others is kept. Shifting the centre line's arc
+   length by 0.17, 0.5 or 0.83 mm and nothing else changed the names or bodies of 21 of 450
+   development and test phantoms with one cutting, of 11 with three; on 100 held-out ones, of
+   3 and 1. The names found did not fall, and the labelling takes about 10 ms longer (0.245 s
+   at the median).
 
 How levels are named, and why: the network finds bodies but does not name them (per-level
 classes fail by whole-level shifts). Names come from counting between two anchors that a TAP
@@ -110,6 +117,11 @@ and every level above it). Leaving a weak disc uncut costs its depth, at most wh
 disc costs. Measured on 100 development and test phantoms: of the 778 weak discs found between
 the first and last true centroids, 774 lay within 5 mm of a true disc and 4 at 6-11 mm (57 more
 lay beyond the end centroids, where the truth lists no disc to compare)."""
+CUT_PHASES = 3
+"""The column is cut this many times, its 1 mm bins shifted by a fraction of a bin each time,
+and the cutting most of them agree on is kept (see :func:`agreed_cutting`)."""
+CUT_AGREE_MM = 4.0
+"""Two cuts this close are the same cut."""
 MISSED_FRACTION = 0.2
 """A segment holding less body than this share of its neighbours' is a missed body."""
 RIB_BONE_HU = 200.0
@@ -599,6 +611,42 @@ def cut_column(
     return cuts[::-1]
 
 
+def _cut_at(along: np.ndarray, s_disc: np.ndarray, lo: float, sacrum_s: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """The column's segment boundaries (arc length, mm, ascending: the first at ``lo``, the last
+    one bin above the highest body voxel) and the local pitch per bin, with the 1 mm bins
+    starting at ``lo``. ``along``: arc length of the body voxels in the tube; ``s_disc``: of the
+    disc voxels."""
+    n = int(np.ceil(along.max() - lo)) + 1
+    area = ndimage.gaussian_filter1d(_profile(along, None, lo, n), 1.5)
+    disc = ndimage.gaussian_filter1d(_profile(s_disc, None, lo, n), 1.5)
+    reference = np.maximum(ndimage.maximum_filter1d(area, size=41, mode="nearest"), 1e-6)
+    relative = area / reference
+    disc_ref = max(float(np.percentile(disc[disc > 0], 90)) if (disc > 0).any() else 0.0, 1e-6)
+    drop = relative - 0.5 * np.minimum(disc / disc_ref, 1.0)
+    # Clear discs: runs of bins with (almost) no body; their centres measure the pitch.
+    clear = relative < 0.12
+    gaps = np.array([0.5 * (a + b - 1) for a, b in _runs(clear) if a > 0 and b < n], dtype=float)
+    pitch = local_pitch(gaps, n, 0.0 if sacrum_s is None else lo - sacrum_s)
+    cut_cost = 6.0 * np.clip(drop, -0.3, 1.0)
+    cuts = np.array(cut_column(cut_cost, pitch, gaps, weak_discs(cut_cost, clear)), dtype=float)
+    cuts[-1] += 1.0  # the last segment takes in the last bin
+    return lo + cuts, pitch
+
+
+def agreed_cutting(interior: list[np.ndarray]) -> int:
+    """Index of the cutting (interior cut positions, mm) that agrees best with the others: the
+    fewest cuts, summed over every pair, without a cut of the other within :data:`CUT_AGREE_MM`.
+    The first of equals wins."""
+
+    def unmatched(a: np.ndarray, b: np.ndarray) -> int:
+        if len(b) == 0:
+            return len(a)
+        return int(np.count_nonzero(np.abs(a[:, None] - b[None, :]).min(axis=1) > CUT_AGREE_MM))
+
+    scores = [sum(unmatched(a, b) + unmatched(b, a) for b in interior) for a in interior]
+    return int(np.argmin(scores))
+
+
 def column_bodies(
     class_map: np.ndarray, spacing_mm: np.ndarray, body_probability: np.ndarray | None = None
 ) -> tuple[list[ColumnBody], Column | None, float | None]:
@@ -638,25 +686,15 @@ def column_bodies(
             return [], column, sacrum_s
 
     lo = float(np.floor(along.min())) if sacrum_s is None else float(np.floor(sacrum_s))
-    n = int(np.ceil(along.max() - lo)) + 1
-    area = ndimage.gaussian_filter1d(_profile(along, None, lo, n), 1.5)
     disc_points = np.argwhere(class_map == DISC)
     s_disc, d_disc, in_disc = column.locate(disc_points, spacing_mm)
-    disc = ndimage.gaussian_filter1d(_profile(s_disc[in_disc & (d_disc <= TUBE_RADIUS_MM)], None, lo, n), 1.5)
-    reference = np.maximum(ndimage.maximum_filter1d(area, size=41, mode="nearest"), 1e-6)
-    relative = area / reference
-    disc_ref = max(float(np.percentile(disc[disc > 0], 90)) if (disc > 0).any() else 0.0, 1e-6)
-    drop = relative - 0.5 * np.minimum(disc / disc_ref, 1.0)
-    # Clear discs: runs of bins with (almost) no body; their centres measure the pitch.
-    clear = relative < 0.12
-    gaps = np.array([0.5 * (a + b - 1) for a, b in _runs(clear) if a > 0 and b < n], dtype=float)
-    pitch = local_pitch(gaps, n, 0.0 if sacrum_s is None else lo - sacrum_s)
-    cut_cost = 6.0 * np.clip(drop, -0.3, 1.0)
-    cuts = cut_column(cut_cost, pitch, gaps, weak_discs(cut_cost, clear))
+    s_disc = s_disc[in_disc & (d_disc <= TUBE_RADIUS_MM)]
+    cuttings = [_cut_at(along, s_disc, lo - phase, sacrum_s)
+                for phase in np.arange(CUT_PHASES) / CUT_PHASES]
+    bounds, pitch = cuttings[agreed_cutting([b[1:-1] for b, _ in cuttings])]
 
     segments: list[tuple[float, float, np.ndarray]] = []
-    for a, b in pairwise(cuts):
-        s0, s1 = lo + a, lo + b + (1.0 if b == n - 1 else 0.0)
+    for s0, s1 in pairwise(bounds):
         inside_seg = (along >= s0) & (along < s1)
         segments.append((s0, s1, body_points[inside_seg]))
     volumes = np.array([len(p) * voxel_mm3 for _, _, p in segments])
