@@ -105,7 +105,7 @@ def test_nothing_seen_is_no_fracture():
     assert (fused.genant_grade, fused.decided_by) == (0, "no_fracture")
 
 
-def test_a_likely_grade_3_is_graded_3_even_when_grade_2_is_likelier():
+def test_with_the_rule_on_a_likely_grade_3_is_graded_3_even_when_grade_2_is_likelier():
     """fresh2 T11, a true grade 3 read as grade 2: loss 20%, grade probabilities 0/0/0.66/0.34.
     The rule is off by default (it raised only true grade-2 bodies on 400 held-out phantoms):
     on at 0.25 here."""
@@ -146,9 +146,12 @@ def test_a_positive_grade_always_has_a_probability_at_or_above_the_threshold():
     outputs = [classifier(probability, grade, confidence) for probability, grade, confidence
                in itertools.product((0.0, 0.3, 0.5, 0.7, 1.0), range(4), (0.4, 0.85))]
     outputs += [ClassifierOutput(probability, (0.05, 0.3, 0.35, 0.3)) for probability in (0.3, 0.7)]
-    for loss, output in itertools.product((None, 0.0, 0.1, 0.22, 0.3, 0.45, 0.6), outputs):
+    rule_on = GradingSettings(grade3_probability=0.25)  # off by default; its raise is checked too
+    cases = itertools.product((None, 0.0, 0.1, 0.22, 0.3, 0.45, 0.6), outputs, (SETTINGS, rule_on))
+    raises = 0
+    for loss, output, settings in cases:
         probability = output.fracture_probability
-        fused = fuse(None if loss is None else morph(loss), output, SETTINGS)
+        fused = fuse(None if loss is None else morph(loss), output, settings)
         seen.add(fused.decided_by)
         assert fused.decided_by in DECISIONS
         assert 0 <= fused.genant_grade <= 3
@@ -162,8 +165,10 @@ def test_a_positive_grade_always_has_a_probability_at_or_above_the_threshold():
             raised = any("gives grade 3 a probability" in note for note in fused.notes)
             assert fused.genant_grade == (3 if raised else either)
             assert raised == (either < 3 <= fused.genant_grade)
+            raises += raised
         else:
             assert probability < SETTINGS.fracture_probability_threshold or fused.decided_by == "unconfirmed"
+    assert raises > 0  # the grade-3 raise was exercised
     assert seen == set(DECISIONS)
 
 

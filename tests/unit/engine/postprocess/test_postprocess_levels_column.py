@@ -554,6 +554,10 @@ def test_the_cutting_most_phases_agree_on_is_kept():
     assert agreed_cutting([b, b + 1.0, a]) == 0
     assert agreed_cutting([a, a + 10.0, a + 20.0]) == 0  # no two agree: the first of equals
     assert agreed_cutting([np.zeros(0), a, near_a]) == 1
+    # Both cuts of a two-body reading lie within reach of the one cut of a one-body reading:
+    # still a disagreement, and the two that agree win.
+    one, two = np.array([23.5]), np.array([20.0, 27.5])
+    assert agreed_cutting([one, two, two.copy()]) == 1
 
 
 def near_tie_column(seed: int) -> tuple[np.ndarray, int]:
