@@ -615,8 +615,8 @@ def cut_column(
 def _cut_at(along: np.ndarray, s_disc: np.ndarray, lo: float, sacrum_s: float | None) -> tuple[np.ndarray, np.ndarray]:
     """The column's segment boundaries (arc length, mm, ascending: the first at ``lo``, the last
     at ``lo + ceil(max(along) - lo) + 1``, above the highest body voxel) and the local pitch per
-    bin, with the 1 mm bins starting at ``lo``. ``along``: arc length of the body voxels in the tube; ``s_disc``: of the
-    disc voxels."""
+    bin, with the 1 mm bins starting at ``lo``. ``along``: arc length of the body voxels in the
+    tube; ``s_disc``: of the disc voxels."""
     n = int(np.ceil(along.max() - lo)) + 1
     area = ndimage.gaussian_filter1d(_profile(along, None, lo, n), 1.5)
     disc = ndimage.gaussian_filter1d(_profile(s_disc, None, lo, n), 1.5)
@@ -650,8 +650,12 @@ def agreed_cutting(interior: list[np.ndarray]) -> int:
     def disagreement(a: np.ndarray, b: np.ndarray) -> int:
         return max(unmatched(a, b) + unmatched(b, a), abs(len(a) - len(b)))
 
-    scores = [sum(disagreement(a, b) for b in interior) for a in interior]
-    return int(np.argmin(scores))
+    n = len(interior)
+    pairs = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            pairs[i, j] = pairs[j, i] = disagreement(interior[i], interior[j])
+    return int(np.argmin(pairs.sum(axis=1)))
 
 
 def column_bodies(
