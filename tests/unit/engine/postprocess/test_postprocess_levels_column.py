@@ -613,3 +613,34 @@ def test_where_the_arc_length_bins_fall_does_not_change_the_bodies(seed, monkeyp
     monkeypatch.setattr(levels, "CUT_PHASES", 1)
     once = {bodies_with_the_arc_length_shifted(cmap, shift, monkeypatch) for shift in shifts}
     assert len({len(b) for b in once}) > 1  # the column is a near-tie when cut once
+
+
+def test_a_rib_bearing_body_named_l1_reads_as_a_lumbar_body_lost_in_the_column():
+    # C7, T1-T12, and only four lumbar bodies over the sacrum: a collapsed L1 the column lost.
+    # The typical naming would call T12 'L1' (it bears ribs) and every body above it one off.
+    rib = evidence("C" + "T" * 12 + "L" * 4)
+    names, _, notes = name_levels(rib, rib, True)
+    assert names == ["C7"] + [f"T{i}" for i in range(1, 13)] + ["L2", "L3", "L4", "L5"]
+    assert levels.naming_doubt(notes) == "close call"
+    assert any("review L1" in note for note in notes)
+    # The same from the class map, end to end.
+    cmap, _ = column("C" + "T" * 12 + "L" * 4)
+    result = label_levels(cmap, SPACING)
+    assert [v.level for v in result.vertebrae] == names + ["S1"] and result.in_doubt
+
+
+def test_a_rib_like_process_beside_l1_alone_does_not_make_a_body_lost():
+    # The top of the thoracic spine out of view, so nothing is lost at the top by reading one
+    # body as lost: a rib-like process beside L1 must still outweigh LOST_BODY_NATS.
+    rib = evidence("T" * 5 + "L" * 5)
+    rib[5] = levels.LOST_BODY_NATS - 0.5
+    names, _, notes = name_levels(rib, rib, True)
+    assert names == FULL[:-1]
+    assert not any("review L1" in note for note in notes)
+    # A clear rib at full evidence beside the body above four lumbar bodies does.
+    rib[5] = levels.EVIDENCE_CAP
+    assert name_levels(rib, rib, True)[0] == ["T7", "T8", "T9", "T10", "T11", "T12", "L2", "L3", "L4", "L5"]
+    # With the whole thoracic spine in view, the rib-bearing T1 named C7 outweighs it.
+    rib = evidence("T" * 12 + "L" * 5)
+    rib[12] = levels.EVIDENCE_CAP
+    assert name_levels(rib, rib, True)[0][12] == "L1"
