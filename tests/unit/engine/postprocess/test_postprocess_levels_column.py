@@ -637,7 +637,8 @@ def test_a_rib_like_process_beside_l1_alone_does_not_make_a_body_lost():
     names, _, notes = name_levels(rib, rib, True)
     assert names == FULL[:-1]
     assert not any("review L1" in note for note in notes)
-    # A clear rib at full evidence beside the body above four lumbar bodies does.
+    # A clear rib at full evidence beside the body above four lumbar bodies does: with the
+    # top out of view a rib on L1 cannot be told from a lost body (the price of the reading).
     rib[5] = levels.EVIDENCE_CAP
     assert name_levels(rib, rib, True)[0] == ["T7", "T8", "T9", "T10", "T11", "T12", "L2", "L3", "L4", "L5"]
     # With the whole thoracic spine in view, the rib-bearing T1 named C7 outweighs it.
