@@ -70,8 +70,8 @@ above then bears ribs but is named L1, and every name above it is one level off.
 sacrum in view, one more reading of the typical anatomy leaves L1 out of the column, at a
 price of :data:`LOST_BODY_NATS`: it wins only when the ribs beside the body named L1 outweigh
 that price and the rib evidence the top body loses as its name moves up one (a rib-bearing
-T1 read as C7). The names then say so, in doubt. Replayed on 215 phantoms (100 of them made
-after this rule was written down), it renamed the one study that had lost its L1 this way
+T1 read as C7). The names then say so, in doubt. Replayed on 215 phantoms (100 of them unseen
+before this rule was written down), it renamed the one study that had lost its L1 this way
 (6 of 18 names right before, 17 after) and changed nothing else: no other name, note or
 doubt.
 
