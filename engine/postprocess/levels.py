@@ -1041,21 +1041,23 @@ def name_levels(
         notes.append("no sacrum, and no rib-bearing vertebra among the bodies: levels cannot be named")
         return [""] * n, "none", notes
     if best.anatomy == LOST_BODY_READING:
-        # Always in doubt: the column holds one body fewer than the names assume.
+        # Always in doubt, and nothing else to say: the column holds one body fewer than the
+        # names assume.
         notes.append(f"{UNCERTAIN_NOTE}: the vertebra above L2 bears ribs, so the names assume a lumbar "
                      f"body lost in the segmentation between it and L2 (a collapsed {LOST_LEVEL} can run into "
                      f"its neighbours): review {LOST_LEVEL}")
-    elif best.anatomy != ANATOMY[0][0]:
-        notes.append(f"transitional anatomy read: {best.anatomy}")
-    if margin < UNCERTAIN_MARGIN and best.anatomy != LOST_BODY_READING:
-        top = next((name for name in rival.names if name), "")
-        notes.append(f"{UNCERTAIN_NOTE}: {rival.anatomy} with the top vertebra {top} "
-                     f"fits nearly as well (margin {margin:.1f})")
-    elif has_sacrum and best.anatomy == ANATOMY[0][0] and any(name.startswith("T") for name in best.names):
-        unseen = unseen_rib_counts(found)
-        if unseen:
-            notes.append(f"{UNSEEN_COUNT_NOTE}: {' or '.join(unseen)} would fit the "
-                         "image as well, and would shift every thoracic name by one (the names assume the usual 12)")
+    else:
+        if best.anatomy != ANATOMY[0][0]:
+            notes.append(f"transitional anatomy read: {best.anatomy}")
+        if margin < UNCERTAIN_MARGIN:
+            top = next((name for name in rival.names if name), "")
+            notes.append(f"{UNCERTAIN_NOTE}: {rival.anatomy} with the top vertebra {top} "
+                         f"fits nearly as well (margin {margin:.1f})")
+        elif has_sacrum and best.anatomy == ANATOMY[0][0] and any(name.startswith("T") for name in best.names):
+            unseen = unseen_rib_counts(found)
+            if unseen:
+                notes.append(f"{UNSEEN_COUNT_NOTE}: {' or '.join(unseen)} would fit the image as well, "
+                             "and would shift every thoracic name by one (the names assume the usual 12)")
     names = list(best.names)
     thoracic = [i for i, name in enumerate(names) if name.startswith("T")]
     evidence = body_evidence(rib, np.asarray(first_rib, dtype=float), cut)
