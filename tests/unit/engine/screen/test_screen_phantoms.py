@@ -98,3 +98,25 @@ def test_names_the_images_cannot_verify_are_reported_so(screener):
     # the kind of doubt is on the result, as the key image and the SR read it
     expected = "close call" if warnings[0].startswith("level naming uncertain") else "rib count"
     assert result.level_naming.in_doubt and result.level_naming.doubt == expected
+
+
+def test_a_severe_biconcave_collapse_keeps_its_own_segment_and_the_names_above_it(screener):
+    """Seed 440097 (clinical size, default config): T11 lost 56% of its middle height and the
+    segmenter half filled the discs on either side. The column was once cut through T11's
+    middle, half to each neighbour: T11 was lost, its fracture missed, and T10 upwards named
+    one level low."""
+    study = generate_study(440_097)
+    truth = study.truth["vertebrae"]
+    t11 = next(v for v in truth if v["level"] == "T11")
+    assert (t11["genant_grade"], t11["morphology"]) == (3, "biconcave")
+    result = screener.screen_volume(study.volume).result
+    matching = match_centroids(
+        np.array([v["centroid_lps_mm"] for v in truth]),
+        np.array([v.centroid_lps_mm for v in result.vertebrae]),
+    )
+    found = matching.prediction_of(truth.index(t11))
+    assert found is not None, "T11 not found"
+    assert (result.vertebrae[found].level, result.vertebrae[found].genant_grade) == ("T11", 3)
+    wrong = [(truth[m.truth]["level"], result.vertebrae[m.prediction].level) for m in matching.pairs
+             if result.vertebrae[m.prediction].level != truth[m.truth]["level"]]
+    assert wrong == []
