@@ -135,6 +135,8 @@ FILLED_SHARE = 0.5
 """Share of a segment's bins that must hold more body than disc for :data:`FILLED_SHORT_SIGMA`."""
 UNCUT_GAP_COST = 3.0
 """Cost of a segment that leaves a clear disc inside it uncut."""
+CUT_COST_PER_DROP = 6.0
+"""A cut's cost per unit of the column profile's drop there (body share less half the disc share)."""
 DIP_DEPTH, DIP_REACH_MM = 1.5, 10
 """A weak disc: a local minimum of the cut cost at least this far below the highest cost within
 ``DIP_REACH_MM`` on each side. Where two crushed neighbours meet, the segmenter runs the body
@@ -621,8 +623,8 @@ def cut_column(
     back = np.zeros(n, dtype=int)
     best[0] = 0.0
     sigma = LENGTH_SIGMA
-    # filled[k]: bins before k with more body than disc (drop >= 0.5: a cut there costs 3 or more)
-    filled = np.concatenate([[0], np.cumsum(cut_cost >= 3.0)])
+    # filled[k]: bins before k with more body than disc (a drop of 0.5 or more)
+    filled = np.concatenate([[0], np.cumsum(cut_cost >= 0.5 * CUT_COST_PER_DROP)])
     for j in range(1, n):
         p = pitch[j]
         lo = max(0, j - int(np.ceil(1.9 * p)))
@@ -666,7 +668,7 @@ def _cut_at(along: np.ndarray, s_disc: np.ndarray, lo: float, sacrum_s: float | 
     clear = relative < 0.12
     gaps = np.array([0.5 * (a + b - 1) for a, b in _runs(clear) if a > 0 and b < n], dtype=float)
     pitch = local_pitch(gaps, n, 0.0 if sacrum_s is None else lo - sacrum_s)
-    cut_cost = 6.0 * np.clip(drop, -0.3, 1.0)
+    cut_cost = CUT_COST_PER_DROP * np.clip(drop, -0.3, 1.0)
     cuts = np.array(cut_column(cut_cost, pitch, gaps, weak_discs(cut_cost, clear)), dtype=float)
     cuts[-1] += 1.0  # the last segment takes in the last bin
     return lo + cuts, pitch

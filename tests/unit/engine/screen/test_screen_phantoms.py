@@ -103,8 +103,8 @@ def test_names_the_images_cannot_verify_are_reported_so(screener):
 def test_a_severe_biconcave_collapse_keeps_its_own_segment_and_the_names_above_it(screener):
     """Seed 440097 (clinical size, default config): T11 lost 56% of its middle height and the
     segmenter half filled the discs on either side. The column was once cut through T11's
-    middle, half to each neighbour: T11 was lost, its fracture missed, and T10 upwards named
-    one level low."""
+    middle, half to each neighbour: T11 was lost with its fracture, and the spine was read as
+    one with 11 rib pairs (reported in doubt)."""
     study = generate_study(440_097)
     truth = study.truth["vertebrae"]
     t11 = next(v for v in truth if v["level"] == "T11")
