@@ -635,8 +635,8 @@ def cut_column(
         pm = 0.5 * (pitch[i] + p)
         end = (i == 0) | (j == n - 1)
         excess = length - pm
-        full = (filled[j] - filled[i]) >= FILLED_SHARE * length
-        dev = excess / (np.where(excess > 0, sigma, np.where(full, FILLED_SHORT_SIGMA, SHORT_SIGMA)) * pm)
+        short_sigma = np.where((filled[j] - filled[i]) >= FILLED_SHARE * length, FILLED_SHORT_SIGMA, SHORT_SIGMA)
+        dev = excess / (np.where(excess > 0, sigma, short_sigma) * pm)
         seg = np.where(end, np.maximum(dev, 0.0) ** 2, dev**2)
         too_short = (~end) & (length < 0.45 * pm)
         seg = np.where(too_short, np.inf, seg)
