@@ -41,6 +41,12 @@ def screener():
     return Screener(settings)
 
 
+def match_to_truth(truth: list[dict], result):
+    """The result's vertebrae matched to the phantom's true ones by centroid, as `evaluate` matches."""
+    return match_centroids(np.array([v["centroid_lps_mm"] for v in truth]),
+                           np.array([v.centroid_lps_mm for v in result.vertebrae]))
+
+
 @pytest.mark.parametrize("seed, fractures, transitional", CASES)
 def test_levels_and_planted_grade3_fractures_are_found(screener, seed, fractures, transitional):
     config = PhantomConfig.fast(
@@ -52,10 +58,7 @@ def test_levels_and_planted_grade3_fractures_are_found(screener, seed, fractures
     assert result.status == "ok", result.reason
 
     truth = study.truth["vertebrae"]
-    matching = match_centroids(
-        np.array([v["centroid_lps_mm"] for v in truth]),
-        np.array([v.centroid_lps_mm for v in result.vertebrae]),
-    )
+    matching = match_to_truth(truth, result)
     named_right = [m for m in matching.pairs if result.vertebrae[m.prediction].level == truth[m.truth]["level"]]
     assert len(named_right) >= 0.9 * len(truth), (
         [v["level"] for v in truth], [v.level for v in result.vertebrae]
@@ -75,10 +78,7 @@ def test_shipped_models_find_most_vertebrae_where_they_are(screener):
     result = screener.screen_volume(study.volume).result
     assert result.status == "ok", result.reason
     truth = study.truth["vertebrae"]
-    matching = match_centroids(
-        np.array([v["centroid_lps_mm"] for v in truth]),
-        np.array([v.centroid_lps_mm for v in result.vertebrae]),
-    )
+    matching = match_to_truth(truth, result)
     assert len(matching.pairs) >= 0.5 * len(truth), (len(matching.pairs), len(truth))
     assert result.pipeline_version.startswith("vcfscreen ") and "vertebra_seg" in result.pipeline_version
 
@@ -110,10 +110,7 @@ def test_a_severe_biconcave_collapse_keeps_its_own_segment_and_the_names_above_i
     t11 = next(v for v in truth if v["level"] == "T11")
     assert (t11["genant_grade"], t11["morphology"]) == (3, "biconcave")
     result = screener.screen_volume(study.volume).result
-    matching = match_centroids(
-        np.array([v["centroid_lps_mm"] for v in truth]),
-        np.array([v.centroid_lps_mm for v in result.vertebrae]),
-    )
+    matching = match_to_truth(truth, result)
     found = matching.prediction_of(truth.index(t11))
     assert found is not None, "T11 not found"
     assert (result.vertebrae[found].level, result.vertebrae[found].genant_grade) == ("T11", 3)
