@@ -37,6 +37,7 @@ from engine.postprocess.crops import (  # noqa: F401
 from engine.postprocess.findings import VertebraInput, findings_from_vertebrae
 from engine.postprocess.fusion import ClassifierOutput
 from engine.postprocess.levels import LevelResult
+from engine.postprocess.metal import dense_volume_mm3
 from engine.preprocess import ModelInput, Preprocessor
 from engine.results import LevelNaming, ScreeningResult, pipeline_version
 from engine.serving.pipeline_core import SpineReading, read_spine
@@ -169,8 +170,10 @@ class Screener:
                     ClassifierOutput.from_outputs(reading.fracture_probability[k], reading.grade_probabilities[k])
                     if reading.classified[k] else NEUTRAL
                 )
-                inputs.append(VertebraInput(v.level, soft, shifted_affine(model_input.affine, lo), classifier,
-                                            cut_by_scan=v.cut_by_scan))
+                affine = shifted_affine(model_input.affine, lo)
+                metal = dense_volume_mm3(volume.hu, volume.affine, soft, affine, self.settings.grading.metal_hu)
+                inputs.append(VertebraInput(v.level, soft, affine, classifier, cut_by_scan=v.cut_by_scan,
+                                            metal_mm3=metal))
             findings = findings_from_vertebrae(inputs, self.settings.grading)
         return self._output(volume, model_input, findings, timer, reading.class_map, reading.levels)
 

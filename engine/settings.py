@@ -250,6 +250,13 @@ class GradingSettings(_Group):
     """Height loss above grade3_height_loss by this margin is a gross collapse: noted on the
     finding when the classifier does not confirm it, and graded when only the classifier's
     grade output sees a fracture."""
+    metal_hu: float = Field(default=2500.0, gt=0)
+    """HU from which a voxel of the original scan counts as metal or cement (cortical bone
+    stays below about 2000 HU); see engine/postprocess/metal.py."""
+    metal_body_mm3: float = Field(default=50.0, gt=0)
+    """Volume of metal or cement inside a vertebral body from which the body is not
+    measured (its grade comes from the classifier alone). A pedicle screw's tip in the body
+    holds several hundred mm^3; one stray bright voxel of a 0.8 x 0.8 x 1 mm scan, 0.6."""
 
     @model_validator(mode="after")
     def _increasing(self) -> GradingSettings:

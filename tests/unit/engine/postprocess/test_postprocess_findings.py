@@ -123,6 +123,25 @@ def test_a_body_the_scan_cuts_is_reported_but_not_graded_whatever_the_classifier
                                          grading=SETTINGS).max_genant_grade == 0
 
 
+def test_a_body_holding_metal_is_not_measured_and_graded_by_the_classifier_alone():
+    # The phantoms' failure: screws bend a normal body's outline into a grade-3 "collapse"
+    # and the classifier, unsure around metal, confirms a mild fracture.
+    masks, affine, _ = spine({"L1": 0.5})
+    mild = ClassifierOutput(0.8, (0.1, 0.8, 0.05, 0.05))
+
+    def l1(metal_mm3: float):
+        given = inputs(masks, affine, {"L1": mild})
+        given[2] = VertebraInput("L1", masks[2], affine, mild, metal_mm3=metal_mm3)
+        return {f.level: f for f in findings_from_vertebrae(given, SETTINGS)}["L1"]
+
+    measured = l1(metal_mm3=0.6)  # one stray bright voxel is not an implant
+    assert (measured.genant_grade, measured.morphometric_grade, measured.decided_by) == (3, 3, "morphometry")
+    screwed = l1(metal_mm3=1200.0)
+    assert (screwed.genant_grade, screwed.decided_by, screwed.classifier_grade) == (1, "classifier", 1)
+    assert screwed.morphometric_grade is None and screwed.heights_mm is None
+    assert any("1200 mm^3 of metal or cement" in note for note in screwed.notes), screwed.notes
+
+
 def test_repeated_or_empty_levels_are_refused():
     masks, affine, _ = spine({})
     twice = inputs(masks, affine)[:2] + [VertebraInput("T11", masks[2], affine, HEALTHY)]

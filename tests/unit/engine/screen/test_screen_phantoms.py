@@ -117,3 +117,22 @@ def test_a_severe_biconcave_collapse_keeps_its_own_segment_and_the_names_above_i
     wrong = [(truth[m.truth]["level"], result.vertebrae[m.prediction].level) for m in matching.pairs
              if result.vertebrae[m.prediction].level != truth[m.truth]["level"]]
     assert wrong == []
+
+
+@pytest.mark.parametrize("seed, screwed", [(910_024, {"T10", "T11", "T12"}), (910_020, set())],
+                         ids=["pedicle-screws-T10-T12", "hip-prosthesis"])
+def test_bodies_holding_metal_are_not_measured_and_no_others(screener, seed, screwed):
+    """Screws bend a body's outline; such bodies are graded by the classifier alone, with a note.
+    A hip prosthesis is in the scan too but in no vertebral body."""
+    study = generate_study(seed, PhantomConfig.fast(matrix=192, metal_probability=1.0))
+    implant = next(c for c in study.truth["confounders"] if c["type"] == "metal")
+    assert set(implant["levels"]) == screwed  # the phantom's implant is as named
+    result = screener.screen_volume(study.volume).result
+    assert result.status == "ok", result.reason
+    truth = study.truth["vertebrae"]
+    flagged = {truth[m.truth]["level"] for m in match_to_truth(truth, result).pairs
+               if any("of metal or cement in the body" in note for note in result.vertebrae[m.prediction].notes)}
+    assert flagged == screwed, (flagged, screwed)
+    for finding in result.vertebrae:
+        if any("of metal or cement" in note for note in finding.notes):
+            assert finding.morphometric_grade is None and finding.heights_mm is None
