@@ -9,8 +9,8 @@ material is therefore not measured (:mod:`.findings`); its finding says why.
 The model grid cannot tell metal from bone: its HU window saturates at the ceiling of the
 window (1200 HU), which dense cortical bone reaches too. So the check reads the original
 volume: voxels at or above ``threshold_hu`` (2500 HU by default: cortical bone stays below
-about 2000 HU, metal saturates at 3071 or reads far higher on an extended HU scale, and
-barium cement reads 2000-3000 HU) whose position falls inside the body's mask.
+about 2000 HU, metal saturates at 3071 or reads far higher on an extended HU scale; radio-
+opaque cement often, not always, reads above it) whose position falls inside the body's mask.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def dense_volume_mm3(
 
     ``hu`` is the original volume with its index -> LPS affine; ``mask`` one body's mask
     (bool, or probabilities with 0.5 as the boundary) on any grid with its own affine. Only
-    the box of ``hu`` around the mask is read, so a body costs about a millisecond.
+    the box of ``hu`` around the mask is read: on two 512 x 512 phantoms (243 and 595 slices)
+    a body took 0.4-0.5 ms at the median and 5 ms at most, 10-23 ms a study.
     """
     solid = mask if mask.dtype == bool else mask >= 0.5
     inside = np.argwhere(solid)
