@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.volume import index_to_lps
+from engine.volume import index_to_lps, lps_to_index
 
 
 def dense_volume_mm3(
@@ -36,8 +36,7 @@ def dense_volume_mm3(
         return 0.0
     lo, hi = inside.min(0), inside.max(0)
     corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])], float)
-    to_hu = np.linalg.inv(hu_affine) @ mask_affine
-    box = index_to_lps(to_hu, corners)
+    box = lps_to_index(hu_affine, index_to_lps(mask_affine, corners))
     start = np.maximum(np.floor(box.min(0)).astype(int) - 1, 0)
     stop = np.minimum(np.ceil(box.max(0)).astype(int) + 2, hu.shape)
     if np.any(stop <= start):
@@ -45,7 +44,7 @@ def dense_volume_mm3(
     dense = np.argwhere(hu[start[0]:stop[0], start[1]:stop[1], start[2]:stop[2]] >= threshold_hu)
     if not len(dense):
         return 0.0
-    at = np.rint(index_to_lps(np.linalg.inv(to_hu), dense + start)).astype(int)
+    at = np.rint(lps_to_index(mask_affine, index_to_lps(hu_affine, dense + start))).astype(int)
     within = np.all((at >= 0) & (at < solid.shape), axis=1)
     count = int(solid[tuple(at[within].T)].sum())
     return count * abs(float(np.linalg.det(hu_affine[:3, :3])))
