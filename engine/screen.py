@@ -174,7 +174,8 @@ class Screener:
                 metal = dense_volume_mm3(volume.hu, volume.affine, soft, affine, self.settings.grading.metal_hu)
                 inputs.append(VertebraInput(v.level, soft, affine, classifier, cut_by_scan=v.cut_by_scan,
                                             metal_mm3=metal))
-            findings = findings_from_vertebrae(inputs, self.settings.grading)
+            image = (volume.hu, volume.affine) if self.settings.grading.heights_from_image else (None, None)
+            findings = findings_from_vertebrae(inputs, self.settings.grading, *image)
         return self._output(volume, model_input, findings, timer, reading.class_map, reading.levels)
 
     def _read_spine(self, tensor: np.ndarray, spacing: np.ndarray, timer: Timer) -> SpineReading:

@@ -250,6 +250,10 @@ class GradingSettings(_Group):
     """Height loss above grade3_height_loss by this margin is a gross collapse: noted on the
     finding when the classifier does not confirm it, and graded when only the classifier's
     grade output sees a fracture."""
+    heights_from_image: bool = True
+    """Read each body's heights between the endplate edges of the original scan, the
+    segmentation showing where to look (engine/postprocess/morphometry.py). False: from the
+    segmentation mask alone, which fills in a collapsed endplate and under-reads fractures."""
     metal_hu: float = Field(default=2500.0, gt=0)
     """HU from which a voxel of the original scan counts as metal or cement (cortical bone
     stays below about 2000 HU); see engine/postprocess/metal.py."""

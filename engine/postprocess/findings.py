@@ -39,6 +39,7 @@ from engine.postprocess.morphometry import (
     BodyMeasurement,
     MeasurementError,
     anterior_direction,
+    image_resolves_endplates,
     mask_centroid,
     measure_body,
     spine_axes,
@@ -67,10 +68,19 @@ class VertebraInput:
 
 
 def findings_from_vertebrae(
-    vertebrae: Sequence[VertebraInput], settings: GradingSettings
+    vertebrae: Sequence[VertebraInput],
+    settings: GradingSettings,
+    hu: np.ndarray | None = None,
+    hu_affine: np.ndarray | None = None,
 ) -> list[VertebraFinding]:
     """The findings of one study, cranial to caudal. Raises ValueError on repeated levels
-    or a body with an empty mask (the caller passes only labels that are present)."""
+    or a body with an empty mask (the caller passes only labels that are present).
+
+    With the study's original HU volume (``hu`` and its index -> LPS ``hu_affine``), the
+    heights are read between the endplate edges of the image, the masks guiding where to look
+    (:func:`engine.postprocess.morphometry.measure_body`); without it, or when its voxels are
+    too coarse (:func:`~engine.postprocess.morphometry.image_resolves_endplates`), from the
+    masks alone."""
     ordered = sorted(vertebrae, key=lambda v: level_index(v.level))
     levels = [v.level for v in ordered]
     repeated = sorted({lv for lv in levels if levels.count(lv) > 1}, key=level_index)
@@ -85,6 +95,8 @@ def findings_from_vertebrae(
         except MeasurementError as exc:
             raise ValueError(f"{vertebra.level}: {exc}") from None
     axes = spine_axes(np.array(centroids))
+    if hu is None or hu_affine is None or not image_resolves_endplates(hu_affine):
+        hu = hu_affine = None
 
     measured: dict[str, BodyMeasurement] = {}
     problems: dict[str, str] = {}
@@ -98,7 +110,7 @@ def findings_from_vertebrae(
             )
             continue
         try:
-            measurement = measure_body(vertebra.mask, vertebra.affine, axis, anterior_direction(axis))
+            measurement = measure_body(vertebra.mask, vertebra.affine, axis, anterior_direction(axis), hu, hu_affine)
         except MeasurementError as exc:
             problems[vertebra.level] = f"not measured: {exc}"
             continue

@@ -1,4 +1,4 @@
-"""Vertebral-body heights from a segmentation mask (plain numpy, no torch).
+"""Vertebral-body heights from a segmentation mask, and from the scan itself (plain numpy, no torch).
 
 Genant's grade compares the anterior, middle and posterior heights of a vertebral body,
 measured along the spine, with the height it should have. Here the heights come from the
@@ -61,6 +61,29 @@ own-ratio loss >= 20% in 13% of cases (degenerative levels 32%, metal and sclero
 metastases 40%, first/last vertebra of the field 33% against the neighbours): the
 classifier, not this measurement, decides whether a body is fractured
 (:mod:`.fusion`).
+
+Heights from the image (``hu`` given, the default in screening): the rays and bands are the
+same, but each ray's two ends move from the mask's ends to the endplates of the original
+scan. Along the ray the HU profile is searched from 6 mm inside to 3 mm outside each of the
+mask's ends for its steepest fall outwards (bone to disc), placed between samples; a ray end
+without a fall of 15 HU/mm keeps the mask's end (a fused disc). The anterior and posterior
+heights are then carried only to a tenth of the depth inside the walls, where a reader sets
+the points and where the phantoms' truth is measured: with the fill-in gone, carrying them to
+the walls over-read wedges (a true 22% read 28%). Only images with pixels of at most 1 mm and
+slices of at most 3 mm serve (:func:`image_resolves_endplates`).
+
+What it changed, measured on clinical-size phantoms (0.6-0.9 mm pixels, 0.6-3 mm slices):
+
+- Height loss minus the true loss on 813 bodies of 51 seen studies (all screened masks),
+  mean absolute error, image against mask: normal bodies 0.016-0.034 against 0.039-0.051 on
+  slices up to 2 mm, 0.045 against 0.053 at 2.5 mm, 0.049 against 0.044 at 3 mm (no gain
+  there); fractured bodies on 1.5 mm slices, median -0.026 against -0.090 (the fill-in).
+- The edges read long by about half a millimetre at each endplate (the thin bright cortex
+  pulls the steepest fall outwards), alike on every height, which a ratio barely feels.
+- Cost: 0.22 s a study against 0.05 s from the mask (17 bodies, one core).
+- On 100 held-out studies (seeds 950000-950099, a rule set before they were drawn), grade >= 2
+  TP 37 -> 39, FP 10 -> 9, grade 3 TP 15 -> 16, FP 3 -> 2. Eight of the 9 false positives left
+  are true grade 1 bodies (21-24% loss) read 25-33%.
 """
 
 from __future__ import annotations
@@ -83,6 +106,26 @@ BAND_WIDTH = 0.15
 """Width of each band, as a fraction of the AP depth."""
 LATERAL_FRACTION = 0.5
 """Share of the body's width, about its middle, through which rays are cast."""
+
+IMAGE_MAX_PIXEL_MM = 1.0
+IMAGE_MAX_SLICE_MM = 3.0
+"""The original volume serves the heights only with voxels at most this fine (the two finer
+axes, and the coarsest): a coarser image is no finer than the 2 mm model grid, and on 2 mm
+pixels with 3 mm slices the edges misread the small upper thoracic bodies."""
+IMAGE_HEIGHT_INSET = 0.1
+"""With the original volume, the anterior and posterior heights are read this share of the
+depth inside the walls (where a reader sets the points, inside the rounded corners; where the
+phantoms' truth is measured). From the mask alone they are carried to the walls."""
+EDGE_SEARCH_INSIDE_MM = 6.0
+"""How far inside the mask's end of a ray its endplate edge is looked for in the original
+volume: the segmentation fills in a collapsed endplate by a few millimetres."""
+EDGE_SEARCH_OUTSIDE_MM = 3.0
+"""How far outside the mask's end of a ray the edge is looked for."""
+EDGE_SMOOTHING_MM = 0.5
+"""Gaussian smoothing (sigma) of each ray's HU profile before its gradient is taken."""
+EDGE_MIN_GRADIENT_HU_PER_MM = 15.0
+"""Weaker edges than this (a fused or bone-filled disc) are not edges: the mask's end is kept."""
+_EDGE_STEP_MM = 0.25
 
 _MIN_AXIS_ANGLE_DEG = 30.0  # the anterior hint must stand this far from the spine axis
 _MIN_RAYS = 3
@@ -109,6 +152,9 @@ class BodyMeasurement:
     touches_border: bool
     """The body reaches the edge of the array: it may be cut by the field of view."""
     rays_per_band: tuple[int, int, int]
+    edge_fraction: float = 0.0
+    """Share of the rays' ends placed on an endplate edge of the original HU volume (0 when
+    the heights come from the mask alone)."""
 
 
 def spine_axes(centroids_lps: np.ndarray) -> np.ndarray:
@@ -158,13 +204,19 @@ def measure_body(
     affine: np.ndarray,
     axis_lps: np.ndarray,
     anterior_lps: np.ndarray = ANTERIOR_LPS,
+    hu: np.ndarray | None = None,
+    hu_affine: np.ndarray | None = None,
 ) -> BodyMeasurement:
     """Anterior, middle and posterior heights of the one body in ``mask``.
 
     ``mask`` is boolean, or a float occupancy / probability in [0, 1] (0.5 is the boundary);
     ``affine`` maps its indices to LPS mm; ``axis_lps`` is the local spine direction and
     ``anterior_lps`` an anterior direction (made perpendicular to the axis here).
+    With the original volume (``hu`` and its ``hu_affine``), each ray's two ends are moved
+    from the mask's ends to the endplate edges of the image (:func:`_edge_heights`).
     """
+    if (hu is None) != (hu_affine is None):
+        raise ValueError("give both hu and hu_affine, or neither")
     occupancy, touches_border, offset = _clean(mask)
     affine = np.asarray(affine, dtype=float)
     if affine.shape != (4, 4):
@@ -203,12 +255,16 @@ def measure_body(
     s_range = (s.min() - 2 * spacing.max(), s.max() + 2 * spacing.max())
     band_heights: list[float] = []
     rays: list[int] = []
+    edges = ends = 0
     for centre in BAND_CENTRES:
         t_band = t_post + depth * np.array([centre - BAND_WIDTH / 2, centre + BAND_WIDTH / 2])
-        heights = _ray_heights(
-            occupancy, local_affine, centroid, (axis, anterior, lateral),
-            (t_band[0], t_band[1]), _central(w_mid, width), s_range, step,
-        )
+        arguments = (occupancy, local_affine, centroid, (axis, anterior, lateral),
+                     (t_band[0], t_band[1]), _central(w_mid, width))
+        if hu is None:
+            heights = _ray_heights(*arguments, s_range, step)
+        else:
+            heights, found = _edge_heights(*arguments, s_range, step, hu, np.asarray(hu_affine, dtype=float))
+            edges, ends = edges + found, ends + 2 * len(heights)
         if len(heights) < _MIN_RAYS:
             raise MeasurementError(
                 f"only {len(heights)} rays crossed the body in the band at {centre:.0%} of its depth"
@@ -218,8 +274,9 @@ def measure_body(
 
     posterior_band, middle, anterior_band = band_heights
     slope = (anterior_band - posterior_band) / (BAND_CENTRES[2] - BAND_CENTRES[0])
-    posterior_height = max(posterior_band - slope * BAND_CENTRES[0], 0.0)
-    anterior_height = max(anterior_band + slope * (1.0 - BAND_CENTRES[2]), 0.0)
+    inset = 0.0 if hu is None else IMAGE_HEIGHT_INSET
+    posterior_height = max(posterior_band - slope * (BAND_CENTRES[0] - inset), 0.0)
+    anterior_height = max(anterior_band + slope * (1.0 - inset - BAND_CENTRES[2]), 0.0)
     voxel_volume = abs(np.linalg.det(local_affine[:3, :3]))
     return BodyMeasurement(
         anterior_mm=float(anterior_height),
@@ -232,7 +289,14 @@ def measure_body(
         volume_mm3=float(weight.sum() * voxel_volume),
         touches_border=touches_border,
         rays_per_band=tuple(rays),  # type: ignore[arg-type]
+        edge_fraction=edges / ends if ends else 0.0,
     )
+
+
+def image_resolves_endplates(hu_affine: np.ndarray) -> bool:
+    """Whether a volume with this affine is fine enough for :func:`measure_body` to read edges on."""
+    low, middle, high = np.sort(spacing_of(np.asarray(hu_affine, dtype=float)))
+    return bool(middle <= IMAGE_MAX_PIXEL_MM and high <= IMAGE_MAX_SLICE_MM)
 
 
 def mask_centroid(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -332,6 +396,91 @@ def _ray_heights(
     samples = ndimage.map_coordinates(occupancy, coordinates, order=1, mode="constant", cval=0.0)
     heights = samples.reshape(len(t_nodes) * len(w_nodes), len(s_nodes)).sum(axis=1) * s_step
     return heights[heights > 0]
+
+
+def _edge_heights(
+    occupancy: np.ndarray,
+    affine: np.ndarray,
+    centroid: np.ndarray,
+    frame: tuple[np.ndarray, np.ndarray, np.ndarray],
+    t_range: tuple[float, float],
+    w_range: tuple[float, float],
+    s_range: tuple[float, float],
+    step: float,
+    hu: np.ndarray,
+    hu_affine: np.ndarray,
+) -> tuple[np.ndarray, int]:
+    """Heights of the rays of one band between the endplate edges of the original volume.
+
+    Along each ray (parallel to the axis, as in :func:`_ray_heights`) the mask gives the two
+    ends of the body, where it crosses 0.5. The original volume's HU profile along the same
+    ray, smoothed by ``EDGE_SMOOTHING_MM``, is searched from ``EDGE_SEARCH_INSIDE_MM`` inside
+    each end to ``EDGE_SEARCH_OUTSIDE_MM`` outside it for its steepest fall towards the disc
+    (the outer face of the endplate: cortex or bone above, disc below), placed between samples
+    by a parabola through the gradient. An end whose steepest fall is weaker than
+    ``EDGE_MIN_GRADIENT_HU_PER_MM`` keeps the mask's end. Returns the heights of the rays that
+    cross the mask and how many of their ends were found on an edge.
+    """
+    t_nodes = _nodes(t_range[0], t_range[1], step)
+    w_nodes = _nodes(w_range[0], w_range[1], step)
+    axis, anterior, lateral = frame
+    margin = EDGE_SEARCH_OUTSIDE_MM + 4 * EDGE_SMOOTHING_MM
+    s_nodes = np.arange(s_range[0] - margin, s_range[1] + margin + _EDGE_STEP_MM, _EDGE_STEP_MM)
+    ray_t = np.repeat(t_nodes, len(w_nodes))
+    ray_w = np.tile(w_nodes, len(t_nodes))
+    points = (centroid + (ray_t[:, None] * anterior + ray_w[:, None] * lateral)[:, None, :]
+              + s_nodes[None, :, None] * axis)
+    shape = points.shape[:2]
+    points = points.reshape(-1, 3)
+    mask = ndimage.map_coordinates(occupancy, lps_to_index(affine, points).T, order=1, mode="constant", cval=0.0)
+    inside = mask.reshape(shape) >= 0.5
+    crossing = inside.any(axis=1)
+    if not crossing.any():
+        return np.empty(0), 0
+    profile = _sample_box(hu, hu_affine, points).reshape(shape)[crossing]
+    inside = inside[crossing]
+    last = inside.shape[1] - 1
+    low_end = s_nodes[np.argmax(inside, axis=1)]
+    high_end = s_nodes[last - np.argmax(inside[:, ::-1], axis=1)]
+    middle = 0.5 * (low_end + high_end)
+    smooth = ndimage.gaussian_filter1d(profile, EDGE_SMOOTHING_MM / _EDGE_STEP_MM, axis=1)
+    gradient = np.gradient(smooth, _EDGE_STEP_MM, axis=1)  # HU per mm, cranial positive
+    s = s_nodes[None, :]
+    top_window = ((s >= high_end[:, None] - EDGE_SEARCH_INSIDE_MM)
+                  & (s <= high_end[:, None] + EDGE_SEARCH_OUTSIDE_MM) & (s > middle[:, None]))
+    bottom_window = ((s <= low_end[:, None] + EDGE_SEARCH_INSIDE_MM)
+                     & (s >= low_end[:, None] - EDGE_SEARCH_OUTSIDE_MM) & (s < middle[:, None]))
+    top, top_found = _steepest(-gradient, top_window, s_nodes)
+    bottom, bottom_found = _steepest(gradient, bottom_window, s_nodes)
+    top = np.where(top_found, top, high_end + 0.5 * _EDGE_STEP_MM)
+    bottom = np.where(bottom_found, bottom, low_end - 0.5 * _EDGE_STEP_MM)
+    return top - bottom, int(top_found.sum() + bottom_found.sum())
+
+
+def _steepest(rise: np.ndarray, window: np.ndarray, s_nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the sub-sample position of the largest ``rise`` inside ``window``, and whether it
+    reaches ``EDGE_MIN_GRADIENT_HU_PER_MM``."""
+    masked = np.where(window, rise, -np.inf)
+    best = np.argmax(masked, axis=1)
+    rows = np.arange(len(best))
+    found = masked[rows, best] >= EDGE_MIN_GRADIENT_HU_PER_MM
+    before = rise[rows, np.maximum(best - 1, 0)]
+    peak = rise[rows, best]
+    after = rise[rows, np.minimum(best + 1, rise.shape[1] - 1)]
+    curvature = before - 2 * peak + after
+    shift = np.where(curvature < 0, 0.5 * (before - after) / np.where(curvature < 0, curvature, -1.0), 0.0)
+    shift = np.clip(shift, -0.5, 0.5)
+    return s_nodes[best] + shift * _EDGE_STEP_MM, found
+
+
+def _sample_box(hu: np.ndarray, hu_affine: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Trilinear HU at LPS ``points``, reading only the box of ``hu`` around them (edge values
+    repeated outside the array)."""
+    index = lps_to_index(hu_affine, points)
+    start = np.clip(np.floor(index.min(axis=0)).astype(int) - 1, 0, np.array(hu.shape) - 1)
+    stop = np.clip(np.ceil(index.max(axis=0)).astype(int) + 2, start + 1, np.array(hu.shape))
+    box = np.asarray(hu[start[0]:stop[0], start[1]:stop[1], start[2]:stop[2]], dtype=np.float32)
+    return ndimage.map_coordinates(box, (index - start).T, order=1, mode="nearest")
 
 
 def _nodes(low: float, high: float, step: float) -> np.ndarray:

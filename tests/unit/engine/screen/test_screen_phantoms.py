@@ -136,3 +136,29 @@ def test_bodies_holding_metal_are_not_measured_and_no_others(screener, seed, scr
     for finding in result.vertebrae:
         if any("of metal or cement" in note for note in finding.notes):
             assert finding.morphometric_grade is None and finding.heights_mm is None
+
+
+def test_heights_from_the_scan_recover_the_collapse_the_mask_fills_in(screener):
+    """A clinical-size phantom (0.7 mm pixels) with two planted grade-2 fractures, screened twice:
+    heights between the scan's endplate edges (the default) and from the segmentation alone."""
+    config = PhantomConfig(
+        fractures=(PlantedFracture(level="L1", morphology="wedge", grade=2),
+                   PlantedFracture(level="T8", morphology="biconcave", grade=2)),
+        sclerotic_metastasis_probability=0.0, lytic_metastasis_probability=0.0, metal_probability=0.0,
+    )
+    study = generate_study(910_040, config)
+    truth = {v["level"]: v for v in study.truth["vertebrae"]}
+    mask_only = Settings()
+    mask_only.grading.heights_from_image = False
+    from_scan = {v.level: v for v in screener.screen_volume(study.volume).result.vertebrae}
+    from_mask = {v.level: v for v in Screener(mask_only).screen_volume(study.volume).result.vertebrae}
+
+    wedge = truth["L1"]["height_loss"]
+    assert from_scan["L1"].height_loss == pytest.approx(wedge, abs=0.05)
+    assert from_mask["L1"].height_loss < wedge - 0.07  # the fill-in the scan's edges undo
+    assert from_scan["L1"].genant_grade == 2
+    assert from_scan["T8"].height_loss > from_mask["T8"].height_loss + 0.03
+    normal = [lv for lv, v in truth.items() if v["genant_grade"] == 0 and lv in from_scan
+              and from_scan[lv].morphometric_grade is not None]
+    errors = [abs(from_scan[lv].height_loss - truth[lv]["height_loss"]) for lv in normal]
+    assert len(normal) >= 12 and np.mean(errors) <= 0.04, (len(normal), np.round(errors, 3))
