@@ -110,7 +110,9 @@ def findings_from_vertebrae(
             )
             continue
         try:
-            measurement = measure_body(vertebra.mask, vertebra.affine, axis, anterior_direction(axis), hu, hu_affine)
+            measurement = measure_body(
+                vertebra.mask, vertebra.affine, axis, anterior_direction(axis), hu, hu_affine
+            )
         except MeasurementError as exc:
             problems[vertebra.level] = f"not measured: {exc}"
             continue

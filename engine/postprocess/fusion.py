@@ -43,16 +43,16 @@ rules on them):
   True normal bodies read an own-ratio loss >= 20% in 13% of cases (degenerative 32%), so
   the mask alone cannot say "fracture".
 - Every true grade >= 2 body of the 40 had a classifier probability >= 0.69 (AUC 0.996).
-- Both grades under-read real fractures and neither over-reads much: the segmentation
-  fills in wedges and endplate depressions (see :mod:`.morphometry`), so the measured loss
-  of grade >= 2 bodies is 0.13 short at the median (from the mask; heights read from the
-  image since are much less short, and letting the classifier raise a measured grade by one
-  step at most then lost more true fractures than false ones on 100 held-out studies); the classifier's most likely grade is
-  below the truth for 8 of 22. Taking the higher grade gave grade >= 2 sensitivity 78% and
-  PPV 72% on the 40 (before: 52% / 27%; morphometric grade alone, gated: 48% / 79%;
-  classifier grade alone: 70% / 80%) and 67% / 100% on the 10 (before: 33% / 40%).
-  Requiring a confident classifier grade (the former ``classifier_confidence`` setting)
-  only lost true fractures; the setting was removed.
+- Both grades under-read real fractures and neither over-reads much: the segmentation fills
+  in wedges and endplate depressions (see :mod:`.morphometry`), so the measured loss of
+  grade >= 2 bodies is 0.13 short at the median (from the mask; heights read from the image
+  since are much less short, and letting the classifier raise a measured grade by one step
+  at most then lost more true fractures than false ones on 100 held-out studies); the
+  classifier's most likely grade is below the truth for 8 of 22. Taking the higher grade
+  gave grade >= 2 sensitivity 78% and PPV 72% on the 40 (before: 52% / 27%; morphometric
+  grade alone, gated: 48% / 79%; classifier grade alone: 70% / 80%) and 67% / 100% on the 10
+  (before: 33% / 40%). Requiring a confident classifier grade (the former
+  ``classifier_confidence`` setting) only lost true fractures; the setting was removed.
 
 Why ``grade3_probability``: every missed grade-3 fracture the fracture head had confirmed
 was read as grade 2 or 1, with a height loss of 10-36% that true grade-2 bodies share (the

@@ -28,7 +28,8 @@ def ct_of(body: Body, centre, axis, anterior, spacing, rng, *, disc_hu=DISC_HU, 
     affine = grid_affine(spacing, np.zeros(3), flip)
     affine[:3, 3] = centre - affine[:3, :3] @ ((np.array(shape) - 1) / 2 + rng.uniform(-0.5, 0.5, 3))
     outer = occupancy_of(body, affine, shape, centre, axis, anterior, soft=True)
-    inner_body = Body(body.posterior - 2.0, body.anterior - 2.0, body.dip, body.depth, body.width, body.elliptic)
+    inner_body = Body(body.posterior - 2.0, body.anterior - 2.0, body.dip, body.depth, body.width,
+                      body.elliptic)
     inner = np.minimum(occupancy_of(inner_body, affine, shape, centre, axis, anterior, soft=True), outer)
     hu = disc_hu + (CORTEX_HU - disc_hu) * (outer - inner) + (CANCELLOUS_HU - disc_hu) * inner
     hu = ndimage.gaussian_filter(hu, 0.6 / np.array(spacing))  # the kernel's blur
@@ -96,7 +97,7 @@ def test_no_edge_in_the_image_keeps_the_masks_ends():
     rng = np.random.default_rng(5)
     axis, anterior = tilted_frame(0, 0)
     mask, affine, centre = draw(WEDGE, (2.0, 2.0, 2.0), axis, anterior, rng, soft=True)
-    hu = np.full((40, 60, 60), int(CANCELLOUS_HU), np.int16) + rng.normal(0, 10, (40, 60, 60)).astype(np.int16)
+    hu = (np.full((40, 60, 60), CANCELLOUS_HU) + rng.normal(0, 10, (40, 60, 60))).astype(np.int16)
     hu_affine = grid_affine((2.5, 0.7, 0.7), centre - np.array([21.0, 21.0, 50.0]))
     from_mask = measure_body(mask, affine, axis, anterior)
     from_edges = measure_body(mask, affine, axis, anterior, hu, hu_affine)
