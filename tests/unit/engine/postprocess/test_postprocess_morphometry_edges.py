@@ -1,10 +1,11 @@
 """Heights read between the endplate edges of a synthetic CT, guided by a 2 mm mask that is wrong.
 
-The CT is drawn on its own grid (0.7 mm pixels, 1.25 or 2.5 mm slices, blurred like a
-reconstruction kernel and a slice profile, with noise): disc and soft tissue at 80 HU,
-cancellous bone at 220 HU, a 1 mm cortex at 600 HU on each endplate. The mask is a soft 2 mm
-occupancy of a body that is *not* the CT's body where a test says so: that is the error the
-edges are there to correct (the segmentation fills in a collapsed endplate).
+The CT is drawn on its own grid (0.7 mm pixels, 1.25 or 2.5 mm slices; each voxel holds the
+share of it inside the body, as a slice profile averages; then a kernel's blur and noise):
+disc and soft tissue at 80 HU, cancellous bone at 220 HU, a 1 mm cortex at 600 HU on each
+endplate. The mask is a soft 2 mm occupancy of a body that is *not* the CT's body where a test
+says so: that is the error the edges are there to correct (the segmentation fills in a
+collapsed endplate).
 """
 
 from __future__ import annotations
