@@ -249,6 +249,8 @@ class LabelledVertebra:
 UNCERTAIN_NOTE = "level naming uncertain"
 UNSEEN_COUNT_NOTE = "the number of rib-bearing vertebrae is not seen"
 """How the two notes that put a study's names in doubt begin (see :func:`naming_doubt`)."""
+NO_SACRUM_TIE_NOTE = "no sacrum, and the ribs in view do not show where the thoracic spine begins or ends"
+"""Why a column without the sacrum is left unnamed when its readings tie (see :func:`name_levels`)."""
 
 
 def naming_doubt(notes) -> str | None:
@@ -1054,7 +1056,7 @@ def name_levels(
         # neither end in view (T1 or the last thoracic) fits every placement equally. A close
         # call is still named (and reported uncertain below): an unnamed body is not reported
         # at all, and its fracture with it.
-        notes.append("no sacrum, and the ribs in view do not show where the thoracic spine begins or ends")
+        notes.append(NO_SACRUM_TIE_NOTE)
         return [""] * n, "none", notes
     if not has_sacrum and not any(name.startswith("T") for name in best.names):
         # Without the sacrum only the ribs can place the column; a naming without a thoracic
@@ -1154,12 +1156,16 @@ def label_levels(
         rib = rib_evidence(np.array([b.rib_score for b in bodies]), CLASS_MAP_RIB_MIDPOINT_MM3)
         first_rib = rib
     names, anchor, naming_notes = name_levels(rib, first_rib, has_sacrum, cut)
-    if volume is not None and bone_level is not None and any(n.startswith(UNCERTAIN_NOTE) for n in naming_notes):
+    close_call = any(n.startswith(UNCERTAIN_NOTE) for n in naming_notes) or NO_SACRUM_TIE_NOTE in naming_notes
+    if volume is not None and bone_level is not None and close_call:
         # A close call at the top of the column: the first-rib band of the body above T1 can
         # hold the top of T1's first rib, which rises to the disc between them. Where the first
         # rib's neck lies says which body bears it; band bone above that body is its rib.
         # The names stay reported uncertain: the neck's position decides between two readings
-        # the volumes could not, it does not make either more certain.
+        # the volumes could not, it does not make either more certain. Without the sacrum the
+        # same band bone can make a C7 read as T1 exactly as well as T1 itself (a 12- and a
+        # 13-rib reading tie), and the whole column would be left unnamed, every fracture in it
+        # unreported: the neck decides there too.
         owner = first_rib_owner(bodies, column, volume, spacing_mm, bone_level, bone=bone)
         above = [i for i in range(owner or 0) if first_rib[i] > rib[i] and first_rib[i] > 0]
         if above:
