@@ -58,7 +58,8 @@ can read as a thirteenth rib-bearing vertebra. Where the topmost rib neck lies a
 column says which body bears the first rib (:func:`first_rib_owner`); first-rib band bone
 beside a body above it is read as that rib rising, and the column is named again (replayed
 on 200 development phantoms, this renamed 5 studies, all correctly, and no other; the names
-stay reported uncertain).
+stay reported uncertain). Without the sacrum, where a tie would leave the column unnamed (its
+fractures unreported), the neck is looked at in the same way.
 One rib-like process beside a lumbar body cannot move the thoracolumbar junction (the
 prior and the neighbours outweigh it), and a missed or extra body in the column shifts only
 the levels above it when the sacrum is in view.
@@ -1163,9 +1164,9 @@ def label_levels(
         # rib's neck lies says which body bears it; band bone above that body is its rib.
         # The names stay reported uncertain: the neck's position decides between two readings
         # the volumes could not, it does not make either more certain. Without the sacrum the
-        # same band bone can make a C7 read as T1 exactly as well as T1 itself (a 12- and a
-        # 13-rib reading tie), and the whole column would be left unnamed, every fracture in it
-        # unreported: the neck decides there too.
+        # same band bone can leave two readings that both call C7 T1 tied (12 pairs ending one
+        # body early, and 13 pairs), and a tie leaves the whole column unnamed, every fracture
+        # in it unreported: the neck decides there too.
         owner = first_rib_owner(bodies, column, volume, spacing_mm, bone_level, bone=bone)
         above = [i for i in range(owner or 0) if first_rib[i] > rib[i] and first_rib[i] > 0]
         if above:
