@@ -157,6 +157,22 @@ def test_rib_heads_beside_every_body_do_not_move_the_sacrum_count():
     assert any("disagree with the levels named at 5 vertebrae" in note for note in result.notes)
 
 
+def test_sacrum_class_above_vertebral_bodies_is_not_taken_for_the_sacrum():
+    # T5..L4, the scan stopping above the sacrum; beside L3 the segmenter marks some bone as
+    # sacrum (as it did beside a collapsed L2 at a scan's lower edge). Taken as the sacrum, it
+    # dropped L3 and L4 and the names were counted from it, one level off.
+    cmap, rows = column("TTTTTTTTLLLL", sacrum=False)
+    c = cmap.shape[1] // 2
+    lo, hi = rows[-2]
+    cmap[lo + 2 : hi - 2, c - 6 : c + 4, c + 7 : c + 13] = SACRUM
+    assert (cmap == SACRUM).sum() * np.prod(SPACING) >= levels.MIN_BODY_MM3  # large enough to anchor
+    result = label_levels(cmap, SPACING)
+    assert [v.level for v in result.vertebrae] == [f"T{i}" for i in range(5, 13)] + ["L1", "L2", "L3", "L4"]
+    assert any("not the sacrum" in note for note in result.notes)
+    _, _, sacrum_s = column_bodies(cmap, SPACING)
+    assert sacrum_s is None
+
+
 def test_column_bodies_are_superior_first_and_disjoint():
     cmap, rows = column("TTTTTLLLLL")
     bodies, column_line, sacrum_s = column_bodies(cmap, SPACING)

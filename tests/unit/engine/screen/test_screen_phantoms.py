@@ -119,6 +119,23 @@ def test_a_severe_biconcave_collapse_keeps_its_own_segment_and_the_names_above_i
     assert wrong == []
 
 
+def test_a_collapse_at_the_scans_lower_edge_read_as_sacrum_does_not_shift_the_names(screener):
+    """Study 26 of the seed-4747 evaluate run (clinical size, default config): scanned T1 to a
+    grade 3 wedge of L2 at the lower edge, where the segmenter marked bone beside L1 and L2 as
+    sacrum. Taken as the sacrum, it dropped L1 and L2, and every name above was counted from it:
+    none of the 14 names was right, and the fracture was lost."""
+    study = generate_study(8_261_935_671_074_030_859)
+    truth = study.truth["vertebrae"]
+    assert [v["level"] for v in truth][-2:] == ["L1", "L2"] and truth[-1]["genant_grade"] == 3
+    result = screener.screen_volume(study.volume).result
+    pairs = match_to_truth(truth, result).pairs
+    named = [(truth[m.truth]["level"], result.vertebrae[m.prediction].level) for m in pairs]
+    assert len(named) == len(truth) and all(t == p for t, p in named), named
+    l2 = next(result.vertebrae[m.prediction] for m in pairs if truth[m.truth]["level"] == "L2")
+    assert l2.genant_grade == 3
+    assert "S1" not in [v.level for v in result.vertebrae]
+
+
 @pytest.mark.parametrize("seed, screwed", [(910_024, {"T10", "T11", "T12"}), (910_020, set())],
                          ids=["pedicle-screws-T10-T12", "hip-prosthesis"])
 def test_bodies_holding_metal_are_not_measured_and_no_others(screener, seed, screwed):
