@@ -2,9 +2,10 @@
 
 :func:`evaluate_folder` screens phantom studies and returns an :class:`EvaluationReport`
 (level identification, fracture detection per vertebra and per study, false positives by
-confounder, unanalysable share, Dice, runtime) with the project's targets beside the
-figures. The math lives in plain functions (:mod:`.matching`, :mod:`.metrics`,
-:mod:`.dice`, :mod:`.confounders`); :mod:`.study` judges one study, :mod:`.report` adds up.
+confounder, unanalysable share, Dice, height-loss error by true morphology, runtime) with
+the project's targets beside the figures. The math lives in plain functions
+(:mod:`.matching`, :mod:`.metrics`, :mod:`.dice`, :mod:`.confounders`); :mod:`.study`
+judges one study, :mod:`.report` adds up.
 """
 
 from engine.evaluate.report import TARGETS, EvaluationReport, build_report

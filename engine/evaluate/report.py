@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from engine.evaluate.confounders import count_by_type
@@ -123,6 +124,16 @@ class DiceFigures(_Model):
     note: str | None
 
 
+class HeightLossError(_Model):
+    """Measured height loss minus the true loss, over the matched bodies of one true
+    morphology that were measured (``none`` for normal bodies)."""
+
+    morphology: str
+    bodies: int
+    median_error: float
+    mean_absolute_error: float
+
+
 class Runtime(_Model):
     studies: int
     median_s: float | None
@@ -164,6 +175,7 @@ class EvaluationReport(_Model):
     flag: FlagFigures
     false_positives: FalsePositives
     dice: DiceFigures
+    height_loss: list[HeightLossError] = []
     runtime: Runtime
     targets: list[TargetCheck]
     per_study: list[StudyEvaluation]
@@ -205,6 +217,18 @@ def _scored(pair: VertebraPair) -> bool:
     """A pair the AUCs are computed over: a true vertebra, matched, on a scored level."""
     return pair.true_grade is not None and pair.predicted_grade is not None \
         and pair.predicted_level not in UNSCORED_LEVELS
+
+
+def height_loss_errors(pairs: Sequence[VertebraPair]) -> list[HeightLossError]:
+    """Height-loss error by true morphology (normal bodies first), over the pairs with both a
+    true and a measured loss: where the morphometry reads wrong, apart from the grade rules."""
+    errors: dict[str, list[float]] = {}
+    for p in pairs:
+        if p.true_height_loss is not None and p.measured_height_loss is not None:
+            errors.setdefault(p.true_morphology or "none", []).append(p.measured_height_loss - p.true_height_loss)
+    order = sorted(errors, key=lambda m: (m != "none", m))
+    return [HeightLossError(morphology=m, bodies=len(errors[m]), median_error=float(np.median(errors[m])),
+                            mean_absolute_error=float(np.mean(np.abs(errors[m])))) for m in order]
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -292,6 +316,7 @@ def build_report(
             mean_vertebra_dice=_mean(vertebra_dice), vertebra_pairs=len(vertebra_dice),
             note=dice_note or ("; ".join(sorted(notes)) if notes else None),
         ),
+        height_loss=height_loss_errors(pairs),
         runtime=Runtime(studies=runtime.studies, median_s=runtime.median_s, p95_s=runtime.p95_s,
                         total_s=runtime.total_s),
         targets=[],

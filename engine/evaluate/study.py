@@ -51,6 +51,10 @@ class VertebraPair(_Model):
     dice: float | None = None
     on_partial_body: bool = False
     """An unmatched prediction lying on a body cut by the field of view (not in the truth)."""
+    true_height_loss: float | None = None
+    true_morphology: str | None = None
+    measured_height_loss: float | None = None
+    """The prediction's height loss where its body was measured (a morphometric grade)."""
 
 
 class FalsePositive(_Model):
@@ -192,6 +196,9 @@ def evaluate_study(
             true_grade=true.genant_grade, predicted_grade=predicted.genant_grade if predicted else None,
             fracture_probability=predicted.fracture_probability if predicted else None,
             distance_mm=round(match.distance_mm, 2) if match else None, dice=per_vertebra.get(t),
+            true_height_loss=true.height_loss, true_morphology=true.morphology,
+            measured_height_loss=(predicted.height_loss if predicted is not None
+                                  and predicted.morphometric_grade is not None else None),
         ))
         if predicted is not None and predicted.genant_grade >= FRACTURE_GRADE and true.genant_grade == 0:
             false_positives.append(FalsePositive(

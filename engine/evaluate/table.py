@@ -83,6 +83,11 @@ def summary_table(report: EvaluationReport) -> Table:
         row("Dice, per vertebra (mean)", _num(d.mean_vertebra_dice), f"{d.vertebra_pairs} pairs")
     else:
         row("Dice", "n/a", d.note or "")
+    if report.height_loss:
+        table.add_section()
+        for e in report.height_loss:
+            row(f"height loss error, {e.morphology} (median)", f"{e.median_error:+.3f}",
+                f"{e.bodies} bodies, mean abs {e.mean_absolute_error:.3f}")
     table.add_section()
     r = report.runtime
     row("runtime per study, median", _secs(r.median_s), f"{r.studies} studies")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 from engine.errors import CorruptStudyError, NotEligibleError
 from engine.evaluate.confounders import attribute, attribute_unmatched, count_by_type
 from engine.evaluate.report import build_report
 from engine.evaluate.study import evaluate_study
+from engine.evaluate.table import summary_table
 from engine.evaluate.truth import (
     PARTIAL_LABEL,
     Confounder,
@@ -202,3 +204,29 @@ def test_misnamed_vertebrae_are_counted_where_the_result_said_its_names_were_in_
     assert a.names_in_doubt and not b.names_in_doubt
     ident = build_report([a, b], source="hand-made").identification
     assert (ident.studies_in_doubt, ident.misnamed, ident.misnamed_in_doubt) == (1, 6, 5)
+
+
+def test_report_gives_the_height_loss_error_by_true_morphology():
+    record = truth_record("1.5", {"L1": 2, "L2": 1})
+    for vertebra in record["vertebrae"]:
+        vertebra.update(height_loss=0.05, morphology="none")
+    record["vertebrae"][2].update(height_loss=0.30, morphology="biconcave")  # L1
+    record["vertebrae"][3].update(height_loss=0.22, morphology="wedge")  # L2
+    measured = {"T11": 0.07, "T12": 0.02, "L1": 0.24, "L2": 0.25}  # L3 not measured (no morphometric grade)
+    findings = [
+        VertebraFinding(level=level, centroid_lps_mm=(0.0, 10.0, -26.0 * k), fracture_probability=0.1, genant_grade=0,
+                        height_loss=measured.get(level, 0.6), morphometric_grade=0 if level in measured else None)
+        for k, level in enumerate(LEVELS)
+    ]
+    report = build_report([evaluate_study(parse_truth(record), result("1.5", findings))], source="hand-made")
+    errors = {e.morphology: e for e in report.height_loss}
+    assert [e.morphology for e in report.height_loss] == ["none", "biconcave", "wedge"]  # normal bodies first
+    assert errors["none"].bodies == 2  # L3's unmeasured 0.6 does not count
+    assert errors["none"].median_error == pytest.approx(-0.005)
+    assert errors["none"].mean_absolute_error == pytest.approx(0.025)
+    assert errors["biconcave"].median_error == pytest.approx(-0.06)
+    assert errors["wedge"].median_error == pytest.approx(0.03)
+
+    console = Console(width=160, record=True)
+    console.print(summary_table(report))
+    assert "height loss error, biconcave (median)" in console.export_text()
