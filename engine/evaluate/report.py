@@ -220,12 +220,14 @@ def _scored(pair: VertebraPair) -> bool:
 
 
 def height_loss_errors(pairs: Sequence[VertebraPair]) -> list[HeightLossError]:
-    """Height-loss error by true morphology (normal bodies first), over the pairs with both a
-    true and a measured loss: where the morphometry reads wrong, apart from the grade rules."""
+    """Height-loss error by true morphology (normal bodies, ``none``, first), over the pairs
+    with both a true and a measured loss: where the morphometry reads wrong, apart from the
+    grade rules. A fractured body whose truth names no morphology counts as ``unspecified``."""
     errors: dict[str, list[float]] = {}
     for p in pairs:
         if p.true_height_loss is not None and p.measured_height_loss is not None:
-            errors.setdefault(p.true_morphology or "none", []).append(p.measured_height_loss - p.true_height_loss)
+            morphology = p.true_morphology or ("none" if p.true_grade == 0 else "unspecified")
+            errors.setdefault(morphology, []).append(p.measured_height_loss - p.true_height_loss)
     order = sorted(errors, key=lambda m: (m != "none", m))
     return [HeightLossError(morphology=m, bodies=len(errors[m]), median_error=float(np.median(errors[m])),
                             mean_absolute_error=float(np.mean(np.abs(errors[m])))) for m in order]

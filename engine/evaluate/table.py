@@ -86,7 +86,8 @@ def summary_table(report: EvaluationReport) -> Table:
     if report.height_loss:
         table.add_section()
         for e in report.height_loss:
-            row(f"height loss error, {e.morphology} (median)", f"{e.median_error:+.3f}",
+            kind = "normal bodies" if e.morphology == "none" else e.morphology
+            row(f"height loss error, {kind} (median)", f"{e.median_error:+.3f}",
                 f"{e.bodies} bodies, mean abs {e.mean_absolute_error:.3f}")
     table.add_section()
     r = report.runtime

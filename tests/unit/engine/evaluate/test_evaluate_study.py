@@ -212,6 +212,7 @@ def test_report_gives_the_height_loss_error_by_true_morphology():
         vertebra.update(height_loss=0.05, morphology="none")
     record["vertebrae"][2].update(height_loss=0.30, morphology="biconcave")  # L1
     record["vertebrae"][3].update(height_loss=0.22, morphology="wedge")  # L2
+    del record["vertebrae"][0]["morphology"]  # T11, normal: a truth may leave out "none"
     measured = {"T11": 0.07, "T12": 0.02, "L1": 0.24, "L2": 0.25}  # L3 not measured (no morphometric grade)
     findings = [
         VertebraFinding(level=level, centroid_lps_mm=(0.0, 10.0, -26.0 * k), fracture_probability=0.1, genant_grade=0,
@@ -229,4 +230,5 @@ def test_report_gives_the_height_loss_error_by_true_morphology():
 
     console = Console(width=160, record=True)
     console.print(summary_table(report))
-    assert "height loss error, biconcave (median)" in console.export_text()
+    text = console.export_text()
+    assert "height loss error, biconcave (median)" in text and "height loss error, normal bodies" in text
