@@ -232,3 +232,7 @@ def test_report_gives_the_height_loss_error_by_true_morphology():
     console.print(summary_table(report))
     text = console.export_text()
     assert "height loss error, biconcave (median)" in text and "height loss error, normal bodies" in text
+
+    del record["vertebrae"][3]["morphology"]  # a fractured L2 without a morphology is not a normal body
+    report = build_report([evaluate_study(parse_truth(record), result("1.5", findings))], source="hand-made")
+    assert [(e.morphology, e.bodies) for e in report.height_loss] == [("none", 2), ("biconcave", 1), ("unspecified", 1)]
