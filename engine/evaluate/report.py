@@ -58,6 +58,17 @@ class StudyCounts(_Model):
     """Studies with truth but no result line (evaluating a results file); not counted as valid."""
 
 
+class AnatomyIdentification(_Model):
+    """Level identification over the analysed studies of one anatomy (``typical`` or a
+    transitional variant): rib variants are where the names go wrong."""
+
+    anatomy: str
+    studies: int
+    true_vertebrae: int
+    correct_level: int
+    level_identification: float | None
+
+
 class Identification(_Model):
     match_radius_mm: float
     true_vertebrae: int
@@ -75,6 +86,8 @@ class Identification(_Model):
     """Detected vertebrae named wrong."""
     misnamed_in_doubt: int = 0
     """Of those, the ones in studies whose result said so."""
+    by_anatomy: list[AnatomyIdentification] = []
+    """Typical spines first, then each transitional variant."""
 
 
 class ThresholdFigures(_Model):
@@ -233,6 +246,20 @@ def height_loss_errors(pairs: Sequence[VertebraPair]) -> list[HeightLossError]:
                             mean_absolute_error=float(np.mean(np.abs(errors[m])))) for m in order]
 
 
+def identification_by_anatomy(analysed: Sequence[StudyEvaluation]) -> list[AnatomyIdentification]:
+    """Level identification per anatomy of the true spine, typical first."""
+    groups: dict[str, list[StudyEvaluation]] = {}
+    for e in analysed:
+        groups.setdefault(e.anatomy, []).append(e)
+    found = []
+    for anatomy in sorted(groups, key=lambda a: (a != "typical", a)):
+        group = groups[anatomy]
+        true, correct = sum(e.true_vertebrae for e in group), sum(e.correct_level for e in group)
+        found.append(AnatomyIdentification(anatomy=anatomy, studies=len(group), true_vertebrae=true,
+                                           correct_level=correct, level_identification=share(correct, true)))
+    return found
+
+
 def _mean(values: Sequence[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return sum(present) / len(present) if present else None
@@ -278,6 +305,7 @@ def build_report(
         studies_in_doubt=sum(e.names_in_doubt for e in analysed),
         misnamed=detected - correct,
         misnamed_in_doubt=sum(e.matched - e.correct_level for e in analysed if e.names_in_doubt),
+        by_anatomy=identification_by_anatomy(analysed),
     )
     matched = [p for p in pairs if _scored(p)]
     scores = [p.fracture_probability for p in matched]

@@ -78,6 +78,8 @@ class StudyEvaluation(_Model):
     """True vertebrae of grade >= 2."""
     predicted_flag: bool | None = None
     true_vertebrae: int = 0
+    anatomy: str = "typical"
+    """``typical``, or the transitional variant of the true spine (:attr:`StudyTruth.anatomy`)."""
     matched: int = 0
     correct_level: int = 0
     one_level_shifts: int = 0
@@ -170,7 +172,7 @@ def evaluate_study(
     base = {
         "study_instance_uid": truth.study_instance_uid, "status": result.status, "reason": result.reason,
         "seconds": seconds, "true_max_grade": truth.max_grade, "true_flag": truth.max_grade >= FRACTURE_GRADE,
-        "true_vertebrae": len(truth.vertebrae),
+        "true_vertebrae": len(truth.vertebrae), "anatomy": truth.anatomy,
         "true_fractures": sum(v.genant_grade >= FRACTURE_GRADE for v in truth.vertebrae),
     }
     if result.status != "ok":

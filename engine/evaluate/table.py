@@ -59,6 +59,10 @@ def summary_table(report: EvaluationReport) -> Table:
         f"{ident.detected} / {ident.true_vertebrae}")
     row("level identification", _pct(ident.level_identification),
         f"{ident.correct_level} / {ident.true_vertebrae}", "level_identification")
+    if any(a.anatomy != "typical" for a in ident.by_anatomy):
+        for a in ident.by_anatomy:
+            row(f"  level identification, {a.anatomy} spines", _pct(a.level_identification),
+                f"{a.correct_level} / {a.true_vertebrae} in {a.studies} stud{'y' if a.studies == 1 else 'ies'}")
     row("one-level shifts", str(ident.one_level_shifts), f"{ident.larger_shifts} larger")
     row("names reported in doubt", f"{ident.studies_in_doubt} studies",
         f"{ident.misnamed_in_doubt} of {ident.misnamed} misnamed in them")

@@ -57,6 +57,8 @@ class Confounder:
     type: str
     levels: tuple[str, ...] = ()
     """Levels the confounder was planted at; empty when it concerns the whole study."""
+    variant: str | None = None
+    """Which transitional anatomy (``11_thoracic``, ``13_thoracic``, ...) a ``transitional`` one is."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,13 @@ class StudyTruth:
     @property
     def max_grade(self) -> int:
         return max((v.genant_grade for v in self.vertebrae), default=0)
+
+    @property
+    def anatomy(self) -> str:
+        """The spine's transitional variant (``transitional`` when the truth does not name it),
+        or ``typical``."""
+        found = next((c for c in self.confounders if c.type == "transitional"), None)
+        return "typical" if found is None else (found.variant or "transitional")
 
 
 @dataclass(frozen=True)
@@ -132,7 +141,9 @@ def parse_truth(data: dict, source: Path | None = None) -> StudyTruth:
         levels = record.get("levels")
         if levels is None:
             levels = [record["level"]] if record.get("level") else []
-        confounders.append(Confounder(type=record["type"], levels=tuple(str(lv) for lv in levels)))
+        variant = record.get("variant")
+        confounders.append(Confounder(type=record["type"], levels=tuple(str(lv) for lv in levels),
+                                      variant=variant if isinstance(variant, str) else None))
     excluded = tuple(str(e["level"]) for e in data.get("excluded_vertebrae") or [] if isinstance(e, dict) and "level" in e)
     return StudyTruth(uid, tuple(vertebrae), tuple(confounders), source.parent if source else None, excluded)
 

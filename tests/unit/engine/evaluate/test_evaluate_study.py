@@ -206,6 +206,23 @@ def test_misnamed_vertebrae_are_counted_where_the_result_said_its_names_were_in_
     assert (ident.studies_in_doubt, ident.misnamed, ident.misnamed_in_doubt) == (1, 6, 5)
 
 
+def test_level_identification_is_split_by_the_true_spines_anatomy():
+    typical = parse_truth(truth_record("2.1", {}))
+    eleven = parse_truth(truth_record("2.2", {}, [{"type": "transitional", "variant": "11_thoracic", "levels": ["T11"]}]))
+    unnamed = parse_truth(truth_record("2.3", {}, [{"type": "transitional", "levels": []}]))
+    assert (typical.anatomy, eleven.anatomy, unnamed.anatomy) == ("typical", "11_thoracic", "transitional")
+    right = [finding(level, -26.0 * k) for k, level in enumerate(LEVELS)]
+    shifted = [finding(name, -26.0 * k) for k, name in enumerate(["T12", "L1", "L2", "L3", "L4"])]  # all one off
+    report = build_report([evaluate_study(typical, result("2.1", right)), evaluate_study(eleven, result("2.2", shifted)),
+                           evaluate_study(unnamed, result("2.3", right))], source="hand-made")
+    by_anatomy = [(a.anatomy, a.studies, a.correct_level, a.true_vertebrae) for a in report.identification.by_anatomy]
+    assert by_anatomy == [("typical", 1, 5, 5), ("11_thoracic", 1, 0, 5), ("transitional", 1, 5, 5)]
+    assert report.identification.by_anatomy[1].level_identification == 0.0
+    console = Console(width=160, record=True)
+    console.print(summary_table(report))
+    assert "level identification, 11_thoracic spines" in console.export_text()
+
+
 def test_report_gives_the_height_loss_error_by_true_morphology():
     record = truth_record("1.5", {"L1": 2, "L2": 1})
     for vertebra in record["vertebrae"]:
