@@ -10,7 +10,8 @@ false positive.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -26,6 +27,8 @@ from engine.evaluate.metrics import (
     threshold_counts,
 )
 from engine.evaluate.study import FRACTURE_GRADE, StudyEvaluation, VertebraPair
+
+T = TypeVar("T")
 
 GRADE_THRESHOLDS = (1, 2, 3)
 UNSCORED_LEVELS = frozenset({"S1"})
@@ -232,28 +235,33 @@ def _scored(pair: VertebraPair) -> bool:
         and pair.predicted_level not in UNSCORED_LEVELS
 
 
+def _grouped(items: Sequence[T], key: Callable[[T], str], first: str) -> list[tuple[str, list[T]]]:
+    """``items`` grouped by ``key``: the ``first`` group, then the others by name."""
+    groups: dict[str, list[T]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    return [(name, groups[name]) for name in sorted(groups, key=lambda name: (name != first, name))]
+
+
 def height_loss_errors(pairs: Sequence[VertebraPair]) -> list[HeightLossError]:
     """Height-loss error by true morphology (normal bodies, ``none``, first), over the pairs
     with both a true and a measured loss: where the morphometry reads wrong, apart from the
     grade rules. A fractured body whose truth names no morphology counts as ``unspecified``."""
-    errors: dict[str, list[float]] = {}
-    for p in pairs:
-        if p.true_height_loss is not None and p.measured_height_loss is not None:
-            morphology = p.true_morphology or ("none" if p.true_grade == 0 else "unspecified")
-            errors.setdefault(morphology, []).append(p.measured_height_loss - p.true_height_loss)
-    order = sorted(errors, key=lambda m: (m != "none", m))
-    return [HeightLossError(morphology=m, bodies=len(errors[m]), median_error=float(np.median(errors[m])),
-                            mean_absolute_error=float(np.mean(np.abs(errors[m])))) for m in order]
+    measured = [p for p in pairs if p.true_height_loss is not None and p.measured_height_loss is not None]
+    found = []
+    for morphology, group in _grouped(
+        measured, lambda p: p.true_morphology or ("none" if p.true_grade == 0 else "unspecified"), "none"
+    ):
+        errors = np.array([p.measured_height_loss - p.true_height_loss for p in group])
+        found.append(HeightLossError(morphology=morphology, bodies=len(errors), median_error=float(np.median(errors)),
+                                     mean_absolute_error=float(np.mean(np.abs(errors)))))
+    return found
 
 
 def identification_by_anatomy(analysed: Sequence[StudyEvaluation]) -> list[AnatomyIdentification]:
     """Level identification per anatomy of the true spine, typical first."""
-    groups: dict[str, list[StudyEvaluation]] = {}
-    for e in analysed:
-        groups.setdefault(e.anatomy, []).append(e)
     found = []
-    for anatomy in sorted(groups, key=lambda a: (a != "typical", a)):
-        group = groups[anatomy]
+    for anatomy, group in _grouped(analysed, lambda e: e.anatomy, "typical"):
         true, correct = sum(e.true_vertebrae for e in group), sum(e.correct_level for e in group)
         found.append(AnatomyIdentification(anatomy=anatomy, studies=len(group), true_vertebrae=true,
                                            correct_level=correct, level_identification=share(correct, true)))
