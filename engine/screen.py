@@ -38,6 +38,7 @@ from engine.postprocess.findings import VertebraInput, findings_from_vertebrae
 from engine.postprocess.fusion import ClassifierOutput
 from engine.postprocess.levels import LevelResult
 from engine.postprocess.metal import dense_volume_mm3
+from engine.postprocess.top_levels import TOP_LEVELS_FILE, cached_model
 from engine.preprocess import ModelInput, Preprocessor
 from engine.results import LevelNaming, ScreeningResult, pipeline_version
 from engine.serving.pipeline_core import SpineReading, read_spine
@@ -95,6 +96,9 @@ class Screener:
         self.backend = backend if backend is not None else make_backend(settings)
         self.preprocessor = Preprocessor(settings.preprocess)
         self.pipeline_version = pipeline_version(self.backend.versions)
+        # The top vertebrae's cue for where the thoracic spine begins (absent file: names by
+        # the ribs and the sacrum alone); Triton's vcf_pipeline reads the same file.
+        self.top_model = cached_model(settings.models.dir / TOP_LEVELS_FILE)
 
     def screen(self, source: Path | Sequence[Dataset], study_hint: str = "unknown") -> StudyOutput:
         """Screen one study folder (or its instances); never raises for a bad study."""
@@ -191,7 +195,8 @@ class Screener:
 
         models_before = timer.ms.get("segment", 0.0) + timer.ms.get("classify", 0.0)
         start = time.perf_counter()
-        reading = read_spine(tensor, spacing, segment, classify, self.backend.crop_size, self.settings.preprocess.hu_window)
+        reading = read_spine(tensor, spacing, segment, classify, self.backend.crop_size, self.settings.preprocess.hu_window,
+                             top_model=self.top_model)
         models = timer.ms.get("segment", 0.0) + timer.ms.get("classify", 0.0) - models_before
         timer.ms["postprocess"] = timer.ms.get("postprocess", 0.0) + (time.perf_counter() - start) * 1000.0 - models
         return reading

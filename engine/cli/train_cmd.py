@@ -43,6 +43,8 @@ def lineage(init: Path, previous: dict | None) -> str:
 
 
 def register(app: typer.Typer) -> None:
+    register_levels(app)
+
     @app.command("train")
     def train(
         what: str = typer.Option("all", help="all, segmenter or classifier."),
@@ -230,3 +232,80 @@ def register(app: typer.Typer) -> None:
         (out / "training.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
         console.print(f"wrote {', '.join(m['file'] for m in models)} and {card.name} to {out}")
         console.print(json.dumps(metrics, indent=2, default=str))
+
+
+def _levels_worker_init() -> None:
+    global _SCREENER  # one screener per worker process, built once
+    from engine.screen import Screener
+
+    _SCREENER = Screener(load_settings())
+
+
+def _levels_worker(job: tuple[int, str]) -> list:
+    from engine.models.training.top_levels import study_examples
+
+    return study_examples(job[0], job[1], _SCREENER)
+
+
+def register_levels(app: typer.Typer) -> None:
+    @app.command("train-levels")
+    def train_levels(
+        typical: str = typer.Option("995000-995039,28200000-28200044",
+                                    help="Seeds of phantoms with the default spine mix (N-M ranges, commas)."),
+        rib11: str = typer.Option("973000-973029", help="Seeds of phantoms forced to 11 rib pairs."),
+        rib13: str = typer.Option("28300000-28300024", help="Seeds of phantoms forced to 13 rib pairs."),
+        l2: float = typer.Option(1.0, min=0.0, help="L2 penalty of the logistic regression."),
+        workers: int = typer.Option(2, min=1, help="Processes screening phantoms (each ~12 s per study)."),
+        out: Path = typer.Option(None, help="Models folder to write top_levels.json into (default: models.dir)."),
+    ) -> None:
+        """Fit the level labelling's top-vertebrae cue (which body is T1) on screened phantoms."""
+        from concurrent.futures import ProcessPoolExecutor
+
+        from engine.models.card import write_model_card
+        from engine.models.training.top_levels import cross_validate, fit_examples, parse_seeds
+        from engine.postprocess.top_levels import TOP_LEVELS_FILE, model_text
+
+        try:
+            jobs = [(seed, spine) for text, spine in ((typical, "typical"), (rib11, "11_thoracic"), (rib13, "13_thoracic"))
+                    for seed in parse_seeds(text)]
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        if not jobs:
+            raise typer.BadParameter("no seeds given: pass --typical, --rib11 or --rib13")
+        settings = load_settings()
+        setup_logging(settings.logging)
+        out = out or settings.models.dir
+        started = time.monotonic()
+        examples = []
+        with _progress() as progress, ProcessPoolExecutor(workers, initializer=_levels_worker_init) as pool:
+            task = progress.add_task("screening phantoms", total=len(jobs), note="")
+            for found in pool.map(_levels_worker, jobs):
+                examples += found
+                progress.update(task, advance=1, note=f"{len(examples)} vertebrae")
+        minutes = round((time.monotonic() - started) / 60, 1)
+        cv = cross_validate(examples, l2)
+        counts = {label: sum(1 for _s, sp in jobs if sp == spine)
+                  for label, spine in (("default mix", "typical"), ("11 rib pairs", "11_thoracic"), ("13 rib pairs", "13_thoracic"))}
+        source = (f"vcfscreen train-levels: {len(examples)} top vertebrae of {len(jobs)} screened phantoms "
+                  f"(default mix: {typical or '-'}; 11 rib pairs: {rib11 or '-'}; 13 rib pairs: {rib13 or '-'}), "
+                  f"L2 {l2:g}")
+        try:
+            model = fit_examples(examples, l2, lambda: source)
+        except ValueError as exc:
+            raise typer.BadParameter(f"cannot fit on these phantoms: {exc}") from None
+        out.mkdir(parents=True, exist_ok=True)
+        (out / TOP_LEVELS_FILE).write_text(model_text(model))
+        info = _previous(out)
+        info["labelling_cue"] = {
+            "file": TOP_LEVELS_FILE, "model": "multinomial logistic regression (cervical / T1 / T2 / lower) on the "
+            "bone around each of the top 4 whole vertebrae (engine.postprocess.top_levels)",
+            "data": {"phantoms": counts, "seeds": {"default mix": typical, "11 rib pairs": rib11, "13 rib pairs": rib13},
+                     "vertebrae": len(examples)},
+            "recipe": {"l2": l2, "optimiser": "L-BFGS", "screening_minutes": minutes},
+            "cross-validation (by study)": cv,
+        }
+        if {"version", "models", "training", "metrics"} <= set(info):
+            write_model_card(info, out / "MODEL_CARD.md")
+            (out / "training.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+        console.print(f"wrote {TOP_LEVELS_FILE} to {out} ({len(examples)} vertebrae, {minutes} min)")
+        console.print(json.dumps(cv, indent=2))

@@ -14,6 +14,8 @@ an exported file for the ``models`` entries.
   (optimiser, epochs, loss, duration...), each a mapping.
 * ``metrics``: mapping of task -> mapping of metric -> value (validation phantoms).
 * ``performance`` (optional): mapping of measurement -> value (latency, memory).
+* ``labelling_cue`` (optional): mapping describing the level labelling's top-vertebrae model
+  (``vcfscreen train-levels``): its file, data, recipe and cross-validated accuracy.
 * ``limits`` (optional): extra limitations, added to the standing ones.
 """
 
@@ -118,6 +120,8 @@ def model_card_markdown(info: Mapping[str, Any]) -> str:
         "",
         *_metric_tables(info["metrics"]),
     ]
+    if info.get("labelling_cue"):
+        lines += ["", "## Level labelling cue (top vertebrae)", "", *_key_values(info["labelling_cue"])]
     if info.get("performance"):
         lines += ["", "## Measured performance", "", *_key_values(info["performance"])]
     lines += ["", "## Limitations", ""]

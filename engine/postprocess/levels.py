@@ -61,6 +61,15 @@ beside a body above it is read as that rib rising, and the column is named again
 on 200 development phantoms, this renamed 5 studies, all correctly, and no other; the names
 stay reported uncertain). Without the sacrum, where a tie would leave the column unnamed (its
 fractures unreported), the neck is looked at in the same way.
+
+Where the ribs and the prior choose between rib counts the image cannot tell apart (11 or 13
+pairs with the top of the thoracic spine cut or out of view), the top whole vertebrae are
+read for which of them is T1, C7 or T2 (:mod:`.top_levels`: the first rib, the clavicles and
+the manubrium around T1, learned on phantoms). With the sacrum in view, each naming takes in
+that cue for the names it gives the top bodies, and one the cue prefers replaces the ribs'
+choice when it wins by :data:`~.top_levels.OVERRIDE_MARGIN`; such names are reported in
+doubt, and the first rib's neck is not asked again.
+
 One rib-like process beside a lumbar body cannot move the thoracolumbar junction (the
 prior and the neighbours outweigh it), and a missed or extra body in the column shifts only
 the levels above it when the sacrum is in view.
@@ -87,6 +96,10 @@ from itertools import pairwise
 
 import numpy as np
 from scipy import ndimage
+
+from engine.postprocess.top_levels import CLASSES as TOP_CLASSES
+from engine.postprocess.top_levels import OVERRIDE_MARGIN, TOP_BODIES, TopLevelModel, class_of
+from engine.postprocess.top_levels import features as top_features
 
 BACKGROUND, BODY, DISC, SACRUM, RIB_HEAD = 0, 1, 2, 3, 4
 KNOWN_LEVELS = frozenset(
@@ -273,12 +286,26 @@ def naming_doubt(notes) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class TopBody:
+    """One of the top whole vertebrae the top-level cue looks at (see :mod:`.top_levels`)."""
+
+    centroid_index: np.ndarray
+    features: np.ndarray = field(repr=False)
+    terms: np.ndarray | None = None
+    """The model's log-likelihood term per class of :data:`~.top_levels.CLASSES` (nats); None
+    without a model."""
+
+
 @dataclass
 class LevelResult:
     vertebrae: list[LabelledVertebra]
     anchor: str
     """Which anchors named the levels: 'ribs+cervical', 'ribs', 'sacrum', 'ribs+sacrum' or 'none'."""
     notes: list[str] = field(default_factory=list)
+    top: list[TopBody] = field(default_factory=list)
+    """The top whole vertebrae with the cue's features (when the image was given): what
+    ``vcfscreen train-levels`` fits the cue on."""
 
     @property
     def doubt(self) -> str | None:
@@ -1040,12 +1067,32 @@ def unseen_rib_counts(found: list[Naming]) -> list[str]:
             if n_lumbar == ANATOMY[0][2] and anatomy in evidence and abs(evidence[anatomy] - best) < TIE_NATS]
 
 
+def top_cue(naming: Naming, top: np.ndarray) -> float:
+    """What the bone around the top vertebrae adds to a naming (nats): per body the cue looked
+    at (a row of ``top`` without NaN), its term for the class of the name the naming gives it
+    (see :mod:`engine.postprocess.top_levels`)."""
+    return float(sum(top[i, class_of(name)] for i, name in enumerate(naming.names) if not np.isnan(top[i, 0])))
+
+
+def cue_choice(found: list[Naming], top: np.ndarray) -> tuple[Naming, float] | None:
+    """The naming the top vertebrae's cue prefers to the ribs' best (``found[0]``), and by how
+    much, when it wins by :data:`~engine.postprocess.top_levels.OVERRIDE_MARGIN` or more,
+    the cue included; else None. The lost-body reading is left to its own price."""
+    total = {id(naming): naming.score + top_cue(naming, top) for naming in found}
+    best = max((n for n in found if n.anatomy != LOST_BODY_READING), key=lambda n: total[id(n)])
+    gain = total[id(best)] - total[id(found[0])]
+    return (best, gain) if best.names != found[0].names and gain >= OVERRIDE_MARGIN else None
+
+
 def name_levels(
-    rib: np.ndarray, first_rib: np.ndarray, has_sacrum: bool, cut: np.ndarray | None = None
+    rib: np.ndarray, first_rib: np.ndarray, has_sacrum: bool, cut: np.ndarray | None = None,
+    top: np.ndarray | None = None,
 ) -> tuple[list[str], str, list[str]]:
     """Level names for bodies ordered superior to inferior (all above the sacrum), the
     anchors used, and notes. ``rib`` and ``first_rib`` are per-body rib evidence (nats, see
-    :func:`rib_evidence`)."""
+    :func:`rib_evidence`). ``top``, when given, is (bodies, classes) of the top vertebrae's cue
+    terms (NaN for the bodies it did not look at, see :mod:`.top_levels`): with the sacrum in
+    view, it can move the names to a reading the ribs tie or nearly tie (see :func:`cue_choice`)."""
     n = len(rib)
     rib = np.asarray(rib, dtype=float)
     # Seen means evidence the naming scores (the wide first-rib band also takes in lumbar
@@ -1059,56 +1106,73 @@ def name_levels(
         rib = first_rib = np.zeros(n)
     found = readings(rib, np.asarray(first_rib, dtype=float), has_sacrum, cut)
     best = found[0]
-    # The lost-body reading is nobody's close rival: a body named L1 with ribs beside it is
-    # reported as a disagreement (below), and when that reading wins it is in doubt anyway.
-    rival = next((r for r in found[1:] if r.names != best.names and r.anatomy != LOST_BODY_READING), None)
-    margin = best.score - rival.score if rival is not None else np.inf
+    cue = None
+    if top is not None and has_sacrum and best.anatomy != LOST_BODY_READING:
+        cue = cue_choice(found, np.asarray(top, dtype=float))
     notes: list[str] = []
-    if not has_sacrum and margin < TIE_NATS:
-        # Without the sacrum the ribs must place the column; a run of rib-bearing bodies with
-        # neither end in view (T1 or the last thoracic) fits every placement equally. A close
-        # call is still named (and reported uncertain below): an unnamed body is not reported
-        # at all, and its fracture with it.
-        notes.append(NO_SACRUM_TIE_NOTE)
-        return [""] * n, "none", notes
-    if not has_sacrum and not any(name.startswith("T") for name in best.names):
-        # Without the sacrum only the ribs can place the column; a naming without a thoracic
-        # body has nothing to stand on.
-        notes.append("no sacrum, and no rib-bearing vertebra among the bodies: levels cannot be named")
-        return [""] * n, "none", notes
-    if best.anatomy == LOST_BODY_READING:
-        # Always in doubt, and nothing else to say: the column holds one body fewer than the
-        # names assume.
-        notes.append(f"{UNCERTAIN_NOTE}: the vertebra above L2 bears ribs, so the names assume a lumbar "
-                     f"body lost in the segmentation between it and L2 (a collapsed {LOST_LEVEL} can run into "
-                     f"its neighbours): review {LOST_LEVEL}")
-    else:
+    if cue is not None:
+        # The ribs tie or nearly tie between rib counts; the top vertebrae say which.
+        best, gain = cue
+        ribs_best = next((name for name in found[0].names if name), "")
         if best.anatomy != ANATOMY[0][0]:
             notes.append(f"transitional anatomy read: {best.anatomy}")
-        if margin < UNCERTAIN_MARGIN:
-            top = next((name for name in rival.names if name), "")
-            notes.append(f"{UNCERTAIN_NOTE}: {rival.anatomy} with the top vertebra {top} "
-                         f"fits nearly as well (margin {margin:.1f})")
-        elif has_sacrum and best.anatomy == ANATOMY[0][0] and any(name.startswith("T") for name in best.names):
-            unseen = unseen_rib_counts(found)
-            if unseen:
-                notes.append(f"{UNSEEN_COUNT_NOTE}: {' or '.join(unseen)} would fit the image as well, "
-                             "and would shift every thoracic name by one (the names assume the usual 12)")
+        notes.append(f"{UNCERTAIN_NOTE}: the ribs fit {found[0].anatomy} with the top vertebra {ribs_best} as well "
+                     f"or better; the names follow the bone around the top vertebrae (first rib, clavicles, "
+                     f"manubrium), which fits {best.anatomy} better by {gain:.1f} nats")
+    else:
+        # The lost-body reading is nobody's close rival: a body named L1 with ribs beside it is
+        # reported as a disagreement (below), and when that reading wins it is in doubt anyway.
+        rival = next((r for r in found[1:] if r.names != best.names and r.anatomy != LOST_BODY_READING), None)
+        margin = best.score - rival.score if rival is not None else np.inf
+        if not has_sacrum and margin < TIE_NATS:
+            # Without the sacrum the ribs must place the column; a run of rib-bearing bodies with
+            # neither end in view (T1 or the last thoracic) fits every placement equally. A close
+            # call is still named (and reported uncertain below): an unnamed body is not reported
+            # at all, and its fracture with it.
+            notes.append(NO_SACRUM_TIE_NOTE)
+            return [""] * n, "none", notes
+        if not has_sacrum and not any(name.startswith("T") for name in best.names):
+            # Without the sacrum only the ribs can place the column; a naming without a thoracic
+            # body has nothing to stand on.
+            notes.append("no sacrum, and no rib-bearing vertebra among the bodies: levels cannot be named")
+            return [""] * n, "none", notes
+        if best.anatomy == LOST_BODY_READING:
+            # Always in doubt, and nothing else to say: the column holds one body fewer than the
+            # names assume.
+            notes.append(f"{UNCERTAIN_NOTE}: the vertebra above L2 bears ribs, so the names assume a lumbar "
+                         f"body lost in the segmentation between it and L2 (a collapsed {LOST_LEVEL} can run into "
+                         f"its neighbours): review {LOST_LEVEL}")
+        else:
+            if best.anatomy != ANATOMY[0][0]:
+                notes.append(f"transitional anatomy read: {best.anatomy}")
+            if margin < UNCERTAIN_MARGIN:
+                rival_top = next((name for name in rival.names if name), "")
+                notes.append(f"{UNCERTAIN_NOTE}: {rival.anatomy} with the top vertebra {rival_top} "
+                             f"fits nearly as well (margin {margin:.1f})")
+            elif has_sacrum and best.anatomy == ANATOMY[0][0] and any(name.startswith("T") for name in best.names):
+                unseen = unseen_rib_counts(found)
+                if unseen:
+                    notes.append(f"{UNSEEN_COUNT_NOTE}: {' or '.join(unseen)} would fit the image as well, "
+                                 "and would shift every thoracic name by one (the names assume the usual 12)")
     names = list(best.names)
-    thoracic = [i for i, name in enumerate(names) if name.startswith("T")]
     evidence = body_evidence(rib, np.asarray(first_rib, dtype=float), cut)
     disagree = sum(1 for i, name in enumerate(names)
                    if name and (evidence[i] < -CONFLICT_NATS if name.startswith("T") else evidence[i] > CONFLICT_NATS))
     if disagree:
         notes.append(f"the ribs seen disagree with the levels named at {disagree} vertebra{'e' if disagree > 1 else ''}")
+    return names, _anchors(names, ribs_seen, has_sacrum), notes
+
+
+def _anchors(names: list[str], ribs_seen: bool, has_sacrum: bool) -> str:
+    """Which anchors named the levels (see :attr:`LevelResult.anchor`)."""
     parts = []
-    if ribs_seen and thoracic:
+    if ribs_seen and any(name.startswith("T") for name in names):
         parts.append("ribs")
         if any(name.startswith("C") for name in names):
             parts.append("cervical")
     if has_sacrum:
         parts.append("sacrum")
-    return names, "+".join(parts) or "none", notes
+    return "+".join(parts) or "none"
 
 
 def sacrum_top(class_map: np.ndarray, spacing_mm: np.ndarray) -> tuple[Component | None, float | None]:
@@ -1130,12 +1194,35 @@ def sacrum_top(class_map: np.ndarray, spacing_mm: np.ndarray) -> tuple[Component
     return Component(np.argwhere(slab).mean(axis=0) + offset, sacrum.box, slab), top
 
 
+def top_vertebrae(
+    bodies: list[ColumnBody], cut: np.ndarray, column: Column, bone: BonePoints, spacing_mm: np.ndarray,
+    model: TopLevelModel | None,
+) -> tuple[list[TopBody], np.ndarray | None]:
+    """The top :data:`~.top_levels.TOP_BODIES` whole vertebrae (found, not cut by the scan) with
+    their cue features, and the cue terms per body for :func:`name_levels` (NaN rows for the
+    bodies not looked at; None without a model)."""
+    whole = [i for i, b in enumerate(bodies) if b.component is not None and not cut[i]][:TOP_BODIES]
+    voxel_mm3 = float(np.prod(spacing_mm))
+    terms = np.full((len(bodies), len(TOP_CLASSES)), np.nan) if model is not None else None
+    found = []
+    for i in whole:
+        centroid = bodies[i].component.centroid
+        along = float(column.offsets(np.round(centroid)[None].astype(int), spacing_mm)[0][0])
+        x = top_features(bone.along, bone.posterior, bone.lateral, along, voxel_mm3)
+        body_terms = model.terms(x)[0] if model is not None else None
+        if terms is not None:
+            terms[i] = body_terms
+        found.append(TopBody(np.asarray(centroid, dtype=float), x, body_terms))
+    return found, terms
+
+
 def label_levels(
     class_map: np.ndarray,
     spacing_mm: np.ndarray,
     body_probability: np.ndarray | None = None,
     volume: np.ndarray | None = None,
     bone_level: float | None = None,
+    top_model: TopLevelModel | None = None,
 ) -> LevelResult:
     """Find, order and name the vertebral bodies (and S1) of one study's class map.
 
@@ -1143,7 +1230,9 @@ def label_levels(
     :data:`RIB_BONE_HU`), when given, supply the rib evidence from the image; without them
     the segmentation's rib-head class does. ``body_probability`` (the body channel of the
     softmax, same grid), when given, recovers weakly segmented bodies by hysteresis (see
-    :func:`body_mask`)."""
+    :func:`body_mask`). ``top_model``, with the image, reads the top vertebrae for where the
+    thoracic spine begins (see :mod:`.top_levels`); without it the ribs and the sacrum name
+    the levels alone."""
     spacing_mm = np.asarray(spacing_mm, dtype=float)
     notes: list[str] = []
     bodies, column, sacrum_s = column_bodies(class_map, spacing_mm, body_probability)
@@ -1160,6 +1249,8 @@ def label_levels(
         notes.append(f"{missed} vertebral bod{'y' if missed == 1 else 'ies'} missed by the segmentation "
                      "counted from the spacing of the column but not measured")
     bone = None
+    top: list[TopBody] = []
+    top_terms = None
     if volume is not None and bone_level is not None and column is not None:
         bone = bone_points(column, volume, spacing_mm, bone_level)
         neck, first = image_rib_volumes(bodies, column, volume, spacing_mm, bone_level, bone=bone)
@@ -1168,15 +1259,20 @@ def label_levels(
         # (a cut T1), or the next body's ribs may lie in its bands (a cut C7 above T1's first rib).
         cut = cut_by_scan(bodies, volume)
         rib[cut] = first_rib[cut] = 0.0
+        if bone is not None:
+            top, top_terms = top_vertebrae(bodies, cut, column, bone, spacing_mm, top_model)
     else:
         cut = np.zeros(len(bodies), dtype=bool)
         if column is not None:
             _rib_scores(bodies, class_map, column, spacing_mm)
         rib = rib_evidence(np.array([b.rib_score for b in bodies]), CLASS_MAP_RIB_MIDPOINT_MM3)
         first_rib = rib
-    names, anchor, naming_notes = name_levels(rib, first_rib, has_sacrum, cut)
+    names, anchor, naming_notes = name_levels(rib, first_rib, has_sacrum, cut, top_terms)
+    # Where the top vertebrae moved the names, the first rib's neck below is not asked again:
+    # both look at the top of the column, and the cue was judged on its own.
+    cue_decided = top_terms is not None and names != name_levels(rib, first_rib, has_sacrum, cut)[0]
     close_call = any(n.startswith(UNCERTAIN_NOTE) for n in naming_notes) or NO_SACRUM_TIE_NOTE in naming_notes
-    if volume is not None and bone_level is not None and close_call:
+    if volume is not None and bone_level is not None and close_call and not cue_decided:
         # A close call at the top of the column: the first-rib band of the body above T1 can
         # hold the top of T1's first rib, which rises to the disc between them. Where the first
         # rib's neck lies says which body bears it; band bone above that body is its rib.
@@ -1211,4 +1307,4 @@ def label_levels(
     ]
     if s1 is not None and s1.local_mask.any():
         vertebrae.append(LabelledVertebra("S1", s1.centroid, s1.box, s1.local_mask, shape))
-    return LevelResult(vertebrae=vertebrae, anchor=anchor, notes=notes)
+    return LevelResult(vertebrae=vertebrae, anchor=anchor, notes=notes, top=top)

@@ -38,6 +38,7 @@ from engine.postprocess.levels import (
     LevelResult,
     label_levels,
 )
+from engine.postprocess.top_levels import TopLevelModel
 from engine.serving import spec as s
 from engine.spine_roi import hu_to_unit
 
@@ -90,6 +91,7 @@ def read_spine(
     classify: ClassifyProbabilities,
     crop_size: int,
     hu_window: tuple[float, float],
+    top_model: TopLevelModel | None = None,
 ) -> SpineReading:
     """Segment, label, cut and classify one volume (D, H, W) float32 at ``spacing_mm``,
     normalised with ``hu_window`` (the labeller finds the ribs in it).
@@ -102,7 +104,7 @@ def read_spine(
     # Hysteresis on the body probability (label_levels' body_probability) is not used: on 10
     # held-out studies it lowered level identification from 83.8% to 73.2% with weights v1.
     levels = label_levels(class_map, np.asarray(spacing_mm, dtype=float), volume=volume,
-                          bone_level=hu_to_unit(RIB_BONE_HU, hu_window))
+                          bone_level=hu_to_unit(RIB_BONE_HU, hu_window), top_model=top_model)
     n = len(levels.vertebrae)
     classified = np.array([is_classified(v.level) for v in levels.vertebrae], dtype=bool).reshape(n)
     fracture = np.zeros(n, dtype=np.float32)

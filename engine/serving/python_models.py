@@ -28,6 +28,7 @@ from engine.models.contract import (
     file_sha256,
 )
 from engine.serving import spec as s
+from engine.postprocess.top_levels import TOP_LEVELS_FILE, cached_model
 from engine.serving.pipeline_core import batched_probabilities, encode, read_spine
 
 
@@ -164,6 +165,9 @@ class PipelineModel:
                                              "the model repository with `vcfscreen triton-repo`")
         low, high = (float(v) for v in params["hu_window"].split(","))
         self.hu_window = (low, high)
+        # The labelling's top-vertebrae cue, from the same models folder as the ONNX models.
+        models_dir = resolve_models_dir(params.get("models_dir", ""), args["model_repository"])
+        self.top_model = cached_model(models_dir / TOP_LEVELS_FILE)
 
     def _exec(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> list[np.ndarray]:
         pb = _pb()
@@ -224,7 +228,7 @@ class PipelineModel:
                 reading = read_spine(
                     volume, spacing, self._segment,
                     lambda crops: batched_probabilities(self._classify, crops, self.max_batch), self.crop_size,
-                    self.hu_window,
+                    self.hu_window, top_model=self.top_model,
                 )
                 tensors = [pb.Tensor(name, value) for name, value in encode(reading).items()]
                 responses.append(pb.InferenceResponse(output_tensors=tensors))

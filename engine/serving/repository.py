@@ -150,6 +150,7 @@ def model_configs(
         grid_multiple=facts.seg.metadata.grid_multiple,
         seg_classes=",".join(facts.seg.metadata.class_names),
         hu_window=",".join(f"{v:g}" for v in facts.seg.metadata.hu_window),
+        models_dir=models_dir,  # where the labelling's top_levels.json is (empty: as for the ONNX files)
     )
     return {config.name: config for config in (seg, cls, pipe)}
 

@@ -1,0 +1,90 @@
+"""Fit the labelling's top-vertebrae cue (:mod:`engine.postprocess.top_levels`) on screened phantoms.
+
+Each phantom is screened with the shipped segmenter, exactly as ``vcfscreen screen`` does, and
+the labelling's top whole vertebrae (:attr:`~engine.postprocess.levels.LevelResult.top`) are
+matched to the phantom's truth by centroid (as ``evaluate`` matches them): each gives one
+example, its features and the class of its true level. Spines with 11 and 13 rib pairs are
+drawn on purpose, so the model learns what lies around T1 and not how many ribs follow it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.evaluate.matching import match_centroids
+from engine.postprocess.top_levels import CLASSES, TopLevelModel, class_of, fit
+from engine.volume import index_to_lps
+
+SPINES = ("typical", "11_thoracic", "13_thoracic")
+"""The spines the examples are drawn from: the phantom's default mix, and each rib variant forced."""
+
+
+@dataclass(frozen=True)
+class Example:
+    seed: int
+    spine: str
+    level: str
+    features: np.ndarray
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Seeds from ``"1000-1009,2000"`` (ranges inclusive); '' gives none."""
+    seeds: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        lo, _, hi = part.partition("-")
+        try:
+            first, last = int(lo), int(hi or lo)
+        except ValueError:
+            raise ValueError(f"seed range {part!r} is not N or N-M") from None
+        if first < 0 or last < first:
+            raise ValueError(f"seed range {part!r} must run from a non-negative seed upwards")
+        seeds.extend(range(first, last + 1))
+    return seeds
+
+
+def study_examples(seed: int, spine: str, screener) -> list[Example]:
+    """Screen the phantom of ``seed`` (``spine``: one of :data:`SPINES`) and return its top
+    vertebrae's examples; those matched to no true vertebra are left out."""
+    from engine.phantom import PhantomConfig
+    from engine.phantom.study import generate_study
+
+    if spine not in SPINES:
+        raise ValueError(f"spine {spine!r} is not one of {SPINES}")
+    config = PhantomConfig() if spine == "typical" else PhantomConfig(transitional=spine)
+    study = generate_study(seed, config)
+    output = screener.screen_volume(study.volume)
+    if output.levels is None or output.model_input is None or not output.levels.top:
+        return []
+    truth = study.truth["vertebrae"]
+    centroids = np.array([index_to_lps(output.model_input.affine, body.centroid_index) for body in output.levels.top])
+    matching = match_centroids(np.array([v["centroid_lps_mm"] for v in truth]).reshape(-1, 3), centroids.reshape(-1, 3))
+    return [Example(seed, spine, truth[pair.truth]["level"], output.levels.top[pair.prediction].features)
+            for pair in matching.pairs]
+
+
+def cross_validate(examples: Sequence[Example], l2: float, folds: int = 5) -> dict:
+    """Accuracy of the model fitted without each fold of studies, on that fold."""
+    studies = sorted({(e.spine, e.seed) for e in examples})
+    fold_of = {study: i % folds for i, study in enumerate(studies)}
+    x = np.array([e.features for e in examples])
+    y = np.array([class_of(e.level) for e in examples])
+    fold = np.array([fold_of[(e.spine, e.seed)] for e in examples])
+    predicted = np.zeros(len(y), dtype=int)
+    for k in range(folds):
+        held = fold == k
+        if not held.any() or len(set(y[~held])) < len(CLASSES):
+            return {}
+        predicted[held] = fit(x[~held], y[~held], l2).log_probabilities(x[held]).argmax(axis=1)
+    return {"folds": folds, "accuracy": round(float(np.mean(predicted == y)), 4),
+            "per class (right / examples)": {name: f"{int(np.sum((predicted == y) & (y == c)))}/{int(np.sum(y == c))}"
+                                             for c, name in enumerate(CLASSES)}}
+
+
+def fit_examples(examples: Sequence[Example], l2: float, describe: Callable[[], str]) -> TopLevelModel:
+    """The model fitted on all ``examples``; ``describe`` gives its source text."""
+    x = np.array([e.features for e in examples])
+    y = np.array([class_of(e.level) for e in examples])
+    return fit(x, y, l2, describe())
