@@ -234,8 +234,12 @@ def register(app: typer.Typer) -> None:
         console.print(json.dumps(metrics, indent=2, default=str))
 
 
+_SCREENER = None
+"""``train-levels``: the screener of this worker process (built once, by the pool's initializer)."""
+
+
 def _levels_worker_init() -> None:
-    global _SCREENER  # one screener per worker process, built once
+    global _SCREENER
     from engine.screen import Screener
 
     _SCREENER = Screener(load_settings())

@@ -94,7 +94,8 @@ def read_spine(
     top_model: TopLevelModel | None = None,
 ) -> SpineReading:
     """Segment, label, cut and classify one volume (D, H, W) float32 at ``spacing_mm``,
-    normalised with ``hu_window`` (the labeller finds the ribs in it).
+    normalised with ``hu_window`` (the labeller finds the ribs in it). ``top_model`` is the
+    labelling's top-vertebrae cue (:mod:`engine.postprocess.top_levels`; None: without it).
 
     The in-process core passes its backend's ``segment`` and ``classify`` (which returns
     probabilities); the Triton pipeline model passes its BLS calls, the classifier's through

@@ -27,8 +27,8 @@ from engine.models.contract import (
     ModelMetadata,
     file_sha256,
 )
-from engine.serving import spec as s
 from engine.postprocess.top_levels import TOP_LEVELS_FILE, cached_model
+from engine.serving import spec as s
 from engine.serving.pipeline_core import batched_probabilities, encode, read_spine
 
 
