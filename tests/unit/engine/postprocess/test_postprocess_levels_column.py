@@ -173,6 +173,24 @@ def test_sacrum_class_above_vertebral_bodies_is_not_taken_for_the_sacrum():
     assert sacrum_s is None
 
 
+def test_body_class_inside_the_sacrums_own_extent_does_not_take_the_sacrum_away():
+    # T1..L5 over the sacrum; the segmenter marks a block of the lower sacrum as vertebral body
+    # (as it did in a study of seed 2828: a 7900 mm3 blob inside a sacrum 84 mm tall). It lies
+    # far enough below the sacrum's top, and is large enough, to pass for a body beneath it,
+    # but sacrum class surrounds it down to the sacrum's lower end: it is not a vertebra below.
+    cmap, _rows = column("T" * 12 + "L" * 5)
+    c = cmap.shape[1] // 2
+    sacrum_rows = np.flatnonzero((cmap == SACRUM).any(axis=(1, 2)))
+    bottom = int(sacrum_rows.min())
+    cmap[bottom : bottom + 8, c - 8 : c + 6, c - 6 : c + 6] = BODY
+    beneath_top = (sacrum_rows.max() + 1 - levels.BENEATH_SACRUM_MM / SPACING[0])
+    assert (cmap[:int(beneath_top)] == BODY).sum() * np.prod(SPACING) >= levels.BENEATH_SACRUM_MM3
+    result = label_levels(cmap, SPACING)
+    assert [v.level for v in result.vertebrae] == [f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 6)] + ["S1"]
+    assert not any("not the sacrum" in note for note in result.notes)
+    assert column_bodies(cmap, SPACING)[2] is not None
+
+
 def test_column_bodies_are_superior_first_and_disjoint():
     cmap, rows = column("TTTTTLLLLL")
     bodies, column_line, sacrum_s = column_bodies(cmap, SPACING)
