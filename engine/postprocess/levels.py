@@ -1119,7 +1119,8 @@ def name_levels(
         cue = cue_choice(found, np.asarray(top, dtype=float))
     notes: list[str] = []
     if cue is not None:
-        # The ribs tie or nearly tie between rib counts; the top vertebrae say which.
+        # The top vertebrae outweigh the ribs' choice by the margin: in practice where the ribs
+        # fit two rib counts as well as each other and the prior alone chose.
         best, gain = cue
         ribs_best = next((name for name in found[0].names if name), "")
         if best.anatomy != ANATOMY[0][0]:
@@ -1276,7 +1277,7 @@ def label_levels(
         rib = rib_evidence(np.array([b.rib_score for b in bodies]), CLASS_MAP_RIB_MIDPOINT_MM3)
         first_rib = rib
     names, anchor, naming_notes = name_levels(rib, first_rib, has_sacrum, cut, top_terms)
-    # Where the top vertebrae moved the names, the first rib's neck below is not asked again:
+    # Where the top vertebrae moved the names, the first rib's neck (next) is not asked again:
     # both look at the top of the column, and the cue was judged on its own.
     cue_decided = top_terms is not None and names != name_levels(rib, first_rib, has_sacrum, cut)[0]
     close_call = any(n.startswith(UNCERTAIN_NOTE) for n in naming_notes) or NO_SACRUM_TIE_NOTE in naming_notes
