@@ -241,8 +241,13 @@ _SCREENER = None
 def _levels_worker_init() -> None:
     global _SCREENER
     from engine.screen import Screener
+    from engine.settings import InferenceBackend
 
-    _SCREENER = Screener(load_settings())
+    # In-process always: the top vertebrae's features stay in the labelling's result, which
+    # Triton's vcf_pipeline does not send back.
+    settings = load_settings()
+    _SCREENER = Screener(settings.model_copy(
+        update={"models": settings.models.model_copy(update={"backend": InferenceBackend.ONNXRUNTIME})}))
 
 
 def _levels_worker(job: tuple[int, str]) -> list:
