@@ -115,8 +115,9 @@ further than this below its top is not the sacrum, and the column is cut and nam
 it. At the scan's lower edge the segmenter can read a collapsed lumbar body, or bone beside
 it, as sacrum: taken as the sacrum, the bodies below it were dropped and every name above
 was counted from it (study seed 8261935671074030859, number 26 of the seed-4747 evaluate set,
-scanned T1 to a grade 3 L2: 0 of 14 names right). Only body class below the sacrum's lower end
-counts (see :data:`SACRUM_BOTTOM_PERCENTILE`)."""
+scanned T1 to a grade 3 L2: 0 of 14 names right). Body class counts only below both that depth
+and the sacrum's lower end (see :data:`SACRUM_BOTTOM_PERCENTILE`): for a sacrum shorter than this
+depth, as that false one was, the rule is as before."""
 SACRUM_BOTTOM_PERCENTILE = 2.0
 """The sacrum's lower end along the column: this percentile of its voxels' arc length. Body class
 above it lies inside the sacrum's own extent (the segmenter can mark part of the lower sacrum as

@@ -50,6 +50,9 @@ LATERAL_MM = (0.0, 20.0, 40.0, 60.0, 80.0, 100.0, 130.0)
 FEATURE_COUNT = (len(ALONG_MM) - 1) * (len(POSTERIOR_MM) - 1) * (len(LATERAL_MM) - 1)
 VOLUME_UNIT_MM3 = 100.0
 """A cell's feature is log(1 + bone volume / this)."""
+LAYOUT = {"classes": list(CLASSES), "along_mm": list(ALONG_MM), "posterior_mm": list(POSTERIOR_MM),
+          "lateral_mm": list(LATERAL_MM), "volume_unit_mm3": VOLUME_UNIT_MM3}
+"""What a model file must say of its features and classes to be read by this code."""
 TOP_BODIES = 4
 """The cue looks at this many whole vertebrae from the top of the column."""
 TERM_FLOOR, TERM_CAP = -2.0, 6.0
@@ -115,16 +118,12 @@ class TopLevelModel:
         return np.clip(self.log_probabilities(x) - np.log(self.class_share), TERM_FLOOR, TERM_CAP)
 
     def to_json(self) -> dict:
-        return {"classes": list(CLASSES), "along_mm": list(ALONG_MM), "posterior_mm": list(POSTERIOR_MM),
-                "lateral_mm": list(LATERAL_MM), "volume_unit_mm3": VOLUME_UNIT_MM3,
-                "weights": np.round(self.weights, 6).tolist(), "class_share": np.round(self.class_share, 6).tolist(),
-                "source": self.source}
+        return {**LAYOUT, "weights": np.round(self.weights, 6).tolist(),
+                "class_share": np.round(self.class_share, 6).tolist(), "source": self.source}
 
     @classmethod
     def from_json(cls, data: dict) -> TopLevelModel:
-        layout = {"classes": list(CLASSES), "along_mm": list(ALONG_MM), "posterior_mm": list(POSTERIOR_MM),
-                  "lateral_mm": list(LATERAL_MM), "volume_unit_mm3": VOLUME_UNIT_MM3}
-        for key, expected in layout.items():
+        for key, expected in LAYOUT.items():
             if data.get(key) != expected:
                 raise ValueError(f"top-level model {key} is {data.get(key)!r}; this code computes {expected!r}")
         return cls(np.asarray(data["weights"], dtype=float), np.asarray(data["class_share"], dtype=float),

@@ -65,12 +65,16 @@ def study_examples(seed: int, spine: str, screener) -> list[Example]:
             for pair in matching.pairs]
 
 
+def _arrays(examples: Sequence[Example]) -> tuple[np.ndarray, np.ndarray]:
+    """Features and classes of the examples."""
+    return np.array([e.features for e in examples]), np.array([class_of(e.level) for e in examples])
+
+
 def cross_validate(examples: Sequence[Example], l2: float, folds: int = 5) -> dict:
     """Accuracy of the model fitted without each fold of studies, on that fold."""
     studies = sorted({(e.spine, e.seed) for e in examples})
     fold_of = {study: i % folds for i, study in enumerate(studies)}
-    x = np.array([e.features for e in examples])
-    y = np.array([class_of(e.level) for e in examples])
+    x, y = _arrays(examples)
     fold = np.array([fold_of[(e.spine, e.seed)] for e in examples])
     predicted = np.zeros(len(y), dtype=int)
     for k in range(folds):
@@ -85,6 +89,4 @@ def cross_validate(examples: Sequence[Example], l2: float, folds: int = 5) -> di
 
 def fit_examples(examples: Sequence[Example], l2: float, describe: Callable[[], str]) -> TopLevelModel:
     """The model fitted on all ``examples``; ``describe`` gives its source text."""
-    x = np.array([e.features for e in examples])
-    y = np.array([class_of(e.level) for e in examples])
-    return fit(x, y, l2, describe())
+    return fit(*_arrays(examples), l2, describe())
