@@ -120,6 +120,24 @@ def test_off_spine_components_are_ignored():
     assert all(abs(v.centroid_index[2] - 50) < 5 for v in result.vertebrae)
 
 
+def test_a_small_false_body_in_front_of_the_spine_does_not_take_the_column():
+    """The column starts from the volume-weighted median position: a blob of body class far in
+    front of the spine (metal artefact, bowel contrast) that lies level with the spine laterally
+    must not be where it starts, whatever the lateral order of the components."""
+    cmap, rows = column("TTTTTLLLLL", width=100)
+    for k, (lo, hi) in enumerate(rows):  # a slight scoliosis: the upper bodies lean to one side
+        shift = -4 if k < 6 else 0
+        cmap[lo - 3 : hi + 1] = np.roll(cmap[lo - 3 : hi + 1], shift, axis=2)
+    # 1300 voxels, 30 voxels (60 mm) in front, laterally between the leaning bodies and the
+    # straight ones: in lateral order, with the six leaning bodies it just passes half the
+    # volume, so the component at the lateral median is this blob (the study this came from
+    # named nothing but S1).
+    cmap[62:72, 6:16, 41:54] = BODY
+    result = label_levels(cmap, SPACING)
+    assert [v.level for v in result.vertebrae] == FULL
+    assert all(v.centroid_index[1] > 30 for v in result.vertebrae)
+
+
 def test_hysteresis_recovers_a_weak_body_from_the_probability():
     cmap, rows = column("TTTTTLLLLL")
     c = cmap.shape[1] // 2
