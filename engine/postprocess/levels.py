@@ -16,7 +16,8 @@ So the bodies are found along the **spine column** instead:
 2. every column voxel gets an arc-length coordinate ``s`` along the centre line (projection
    on the local tangent, so tilted lumbosacral discs are cut along their own plane);
 3. the column's profile along ``s`` (body cross-section, minus disc) dips at each disc; the
-   local vertebral pitch is measured from the clear dips;
+   local vertebral pitch is measured from the clear dips, and from the weak ones (below)
+   that lie between two clear ones;
 4. dynamic programming cuts the column into vertebrae: cuts in dips, segment lengths close
    to the local pitch, and a price for every disc left uncut, the clear ones and the weak
    ones (a shallow dip where the mask runs across a thin disc, as between two crushed
@@ -706,6 +707,25 @@ def cut_column(
     return cuts[::-1]
 
 
+def _pitch_discs(clear: np.ndarray, weak: np.ndarray) -> np.ndarray:
+    """The disc centres (bins) that measure the pitch: the clear discs, and the weak discs lying
+    between the lowest and the highest clear one.
+
+    Where a stretch of the column shows no clear disc (the thin lower thoracic discs, a collapse
+    the segmenter runs into its neighbours), the distance across it is a whole number of pitches
+    that the clear discs alone must guess. A large patient's lumbar pitch then carried up the
+    thoracic spine: 31 mm where the bodies came every 25 mm, and the long segments took a
+    collapsed grade 3 body into its neighbour (lost, and the names above it moved). The weak
+    discs inside the stretch say how many pitches it holds (nearly all lie on a true disc, see
+    :data:`DIP_DEPTH`). Beyond the clear discs they do not count: there a run of weak discs can
+    outnumber the clear ones and set the scale of the whole column (a synthetic column with a
+    45 mm lumbar pitch had its lumbar bodies cut in two)."""
+    if len(clear) < 2:
+        return clear
+    inside = weak[(weak > clear.min()) & (weak < clear.max())]
+    return np.sort(np.concatenate([clear, inside]))
+
+
 def _cut_at(along: np.ndarray, s_disc: np.ndarray, lo: float, sacrum_s: float | None) -> tuple[np.ndarray, np.ndarray]:
     """The column's segment boundaries (arc length, mm, ascending: the first at ``lo``, the last
     at ``lo + ceil(max(along) - lo) + 1``, above the highest body voxel) and the local pitch per
@@ -721,9 +741,10 @@ def _cut_at(along: np.ndarray, s_disc: np.ndarray, lo: float, sacrum_s: float | 
     # Clear discs: runs of bins with (almost) no body; their centres measure the pitch.
     clear = relative < 0.12
     gaps = np.array([0.5 * (a + b - 1) for a, b in _runs(clear) if a > 0 and b < n], dtype=float)
-    pitch = local_pitch(gaps, n, 0.0 if sacrum_s is None else lo - sacrum_s)
     cut_cost = CUT_COST_PER_DROP * np.clip(drop, -0.3, 1.0)
-    cuts = np.array(cut_column(cut_cost, pitch, gaps, weak_discs(cut_cost, clear)), dtype=float)
+    weak = weak_discs(cut_cost, clear)
+    pitch = local_pitch(_pitch_discs(gaps, weak[0]), n, 0.0 if sacrum_s is None else lo - sacrum_s)
+    cuts = np.array(cut_column(cut_cost, pitch, gaps, weak), dtype=float)
     cuts[-1] += 1.0  # the last segment takes in the last bin
     return lo + cuts, pitch
 
