@@ -738,7 +738,8 @@ def _cut_at(along: np.ndarray, s_disc: np.ndarray, lo: float, sacrum_s: float | 
     relative = area / reference
     disc_ref = max(float(np.percentile(disc[disc > 0], 90)) if (disc > 0).any() else 0.0, 1e-6)
     drop = relative - 0.5 * np.minimum(disc / disc_ref, 1.0)
-    # Clear discs: runs of bins with (almost) no body; their centres measure the pitch.
+    # Clear discs: runs of bins with (almost) no body; their centres measure the pitch, with the
+    # weak discs between them (see _pitch_discs).
     clear = relative < 0.12
     gaps = np.array([0.5 * (a + b - 1) for a, b in _runs(clear) if a > 0 and b < n], dtype=float)
     cut_cost = CUT_COST_PER_DROP * np.clip(drop, -0.3, 1.0)
