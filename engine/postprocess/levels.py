@@ -514,7 +514,7 @@ def spine_column(body: np.ndarray, sacrum: np.ndarray | None, spacing_mm: np.nda
     # taken on each in-plane axis apart. The centre of the component at the lateral median is
     # no such point: a small false body level with the spine laterally can be that component
     # however far in front of the spine it lies (a blob of metal artefact 60 mm anterior once
-    # left a column 50 mm long, and every level of the study unnamed).
+    # left a column 56 mm long, and every level of the study unnamed).
     mid = np.array([_weighted_median(centres[:, a], volumes) for a in (1, 2)])
     offset = np.hypot(*((centres[:, 1:] - mid) * spacing_mm[1:]).T)
     keep = (offset <= 60.0) | (offset == offset.min())
