@@ -736,7 +736,8 @@ def _profile_with_weak_thoracic_discs(collapsed_mm: float) -> tuple[np.ndarray, 
 def test_weak_discs_between_clear_ones_measure_the_pitch(collapsed_mm):
     # Clear discs only in the lumbar spine and one above the thoracic stretch: counted from the
     # clear discs alone, the stretch holds fewer pitches of the large lumbar size (35 mm here),
-    # and two thoracic bodies shared a segment. The weak discs inside it give its true pitch.
+    # and the collapsed body shared a segment with a neighbour. The weak discs inside the
+    # stretch give its true pitch (24 mm).
     along, disc, centres = _profile_with_weak_thoracic_discs(collapsed_mm)
     bounds, pitch = levels._cut_at(along, disc, 0.0, 0.0)
     assert len(bounds) - 1 == 12
