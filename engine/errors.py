@@ -41,6 +41,20 @@ class NotEligibleError(StudyError):
     code = "not_eligible"
 
 
+class NoSpineError(NotEligibleError):
+    """The series was read and segmented, but no vertebral body was found in it."""
+
+    code = "no_spine"
+
+
+class LevelsNotNamedError(NotEligibleError):
+    """Vertebral bodies were found, but none could be given its level (no rib or sacrum placed
+    the column). A body without a level cannot be reported, so screening it would say nothing
+    about the spine: the study is reported as not screened rather than as negative."""
+
+    code = "levels_not_named"
+
+
 class CorruptStudyError(StudyError):
     """The bytes or the geometry of the study are broken."""
 

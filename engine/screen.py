@@ -6,7 +6,10 @@ the same function Triton's pipeline model runs) -> measure, grade, fuse -> :clas
 
 The :class:`Screener` builds its expensive parts once (DALI pipeline, inference backend) and
 is reused for every study. A study that fails never raises out of :meth:`Screener.screen`:
-it gets a result with status ``not_eligible`` or ``error`` and the reason.
+it gets a result with status ``not_eligible`` or ``error`` and the reason. A study whose
+spine the models could not read (no vertebral body found, or none given its level) is
+``not_eligible`` too, never a negative result (see
+:func:`engine.postprocess.levels.unreported_spine`).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from engine.postprocess.crops import (  # noqa: F401
 )
 from engine.postprocess.findings import VertebraInput, findings_from_vertebrae
 from engine.postprocess.fusion import ClassifierOutput
-from engine.postprocess.levels import LevelResult
+from engine.postprocess.levels import LevelResult, unreported_spine
 from engine.postprocess.metal import dense_volume_mm3
 from engine.postprocess.top_levels import TOP_LEVELS_FILE, cached_model
 from engine.preprocess import ModelInput, Preprocessor
@@ -203,13 +206,21 @@ class Screener:
 
     def _output(self, volume: Volume, model_input: ModelInput, findings, timer: Timer, class_map,
                 levels: LevelResult) -> StudyOutput:
-        result = ScreeningResult.from_findings(
-            volume.study_instance_uid,
-            volume.series_instance_uid,
-            findings,
-            pipeline_version=self.pipeline_version,
-            grading=self.settings.grading,
-            timings_ms=timer.ms,
-            level_naming=LevelNaming(anchor=levels.anchor, notes=tuple(levels.notes), doubt=levels.doubt),
-        )
+        unreported = unreported_spine(levels)
+        if unreported is not None:
+            log.info("%s not screened: %s", study_ref(volume.study_instance_uid), unreported.code)
+            result = ScreeningResult.not_eligible(
+                volume.study_instance_uid, unreported, series_instance_uid=volume.series_instance_uid,
+                pipeline_version=self.pipeline_version, timings_ms=timer.ms,
+            )
+        else:
+            result = ScreeningResult.from_findings(
+                volume.study_instance_uid,
+                volume.series_instance_uid,
+                findings,
+                pipeline_version=self.pipeline_version,
+                grading=self.settings.grading,
+                timings_ms=timer.ms,
+                level_naming=LevelNaming(anchor=levels.anchor, notes=tuple(levels.notes), doubt=levels.doubt),
+            )
         return StudyOutput(result, volume, model_input, class_map, levels)

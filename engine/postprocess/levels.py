@@ -98,6 +98,7 @@ from itertools import pairwise
 import numpy as np
 from scipy import ndimage
 
+from engine.errors import LevelsNotNamedError, NoSpineError, NotEligibleError
 from engine.postprocess.top_levels import CLASSES as TOP_CLASSES
 from engine.postprocess.top_levels import OVERRIDE_MARGIN, TOP_BODIES, TopLevelModel, class_of
 from engine.postprocess.top_levels import features as top_features
@@ -314,6 +315,9 @@ class LevelResult:
     top: list[TopBody] = field(default_factory=list)
     """The top whole vertebrae with the cue's features (when the image was given): what
     ``vcfscreen train-levels`` fits the cue on."""
+    unnamed: int = 0
+    """Vertebral bodies the segmentation found that were given no level, and so are not in
+    :attr:`vertebrae` (not reported)."""
 
     @property
     def doubt(self) -> str | None:
@@ -324,6 +328,26 @@ class LevelResult:
     def in_doubt(self) -> bool:
         """Some names may be one off."""
         return self.doubt is not None
+
+
+def unreported_spine(levels: LevelResult) -> NotEligibleError | None:
+    """Why a study's reading says nothing about its spine, or None when it does.
+
+    Only vertebrae with a level are reported. Where the segmentation found bodies and none of
+    them above the sacrum could be named, a result with no vertebra (or S1 alone) would read as
+    a screened study without a fracture, while the fractures were simply not reported: such a
+    study is not screened (``not_eligible``, reason ``levels_not_named``) and goes to a reader.
+    Nothing found at all (no body, no sacrum) is ``no_spine``: the series holds no spine the
+    models can see. S1 alone, with no body above it, is a reading of what is in view."""
+    if any(v.level != "S1" for v in levels.vertebrae):
+        return None
+    if levels.unnamed:
+        bodies = f"{levels.unnamed} vertebral bod{'y was' if levels.unnamed == 1 else 'ies were'} found"
+        why = "; ".join(levels.notes) or "no anchor placed them"
+        return LevelsNotNamedError(f"{bodies} but no level could be named, so none is reported ({why})")
+    if not levels.vertebrae:
+        return NoSpineError("the segmentation found no vertebral body and no sacrum in the series")
+    return None
 
 
 @dataclass
@@ -1348,4 +1372,5 @@ def label_levels(
     ]
     if s1 is not None and s1.local_mask.any():
         vertebrae.append(LabelledVertebra("S1", s1.centroid, s1.box, s1.local_mask, shape))
-    return LevelResult(vertebrae=vertebrae, anchor=anchor, notes=notes, top=top)
+    return LevelResult(vertebrae=vertebrae, anchor=anchor, notes=notes, top=top,
+                       unnamed=sum(1 for name, b in zip(names, bodies) if not name and b.component is not None))

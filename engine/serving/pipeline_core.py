@@ -155,6 +155,7 @@ def encode(reading: SpineReading) -> dict[str, np.ndarray]:
         s.PIPE_GRADES: reading.grade_probabilities.astype(np.float32),
         s.PIPE_ANCHOR: _strings([reading.levels.anchor]),
         s.PIPE_NOTES: _strings(list(reading.levels.notes)),
+        s.PIPE_UNNAMED: np.array([reading.levels.unnamed], dtype=np.int64),
     }
 
 
@@ -209,7 +210,9 @@ def decode(outputs: Mapping[str, np.ndarray]) -> SpineReading:
             f"describe {at_local} / {at_soft}"
         )
     anchor = _text(outputs[s.PIPE_ANCHOR][0]) if len(outputs[s.PIPE_ANCHOR]) else "none"
-    levels = LevelResult(vertebrae=vertebrae, anchor=anchor, notes=[_text(v) for v in outputs[s.PIPE_NOTES]])
+    unnamed = outputs[s.PIPE_UNNAMED]
+    levels = LevelResult(vertebrae=vertebrae, anchor=anchor, notes=[_text(v) for v in outputs[s.PIPE_NOTES]],
+                         unnamed=int(unnamed[0]) if len(unnamed) else 0)
     return SpineReading(
         class_map=class_map,
         levels=levels,

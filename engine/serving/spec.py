@@ -61,6 +61,7 @@ PIPE_FRACTURE = "fracture_probability"
 PIPE_GRADES = "grade_probabilities"
 PIPE_ANCHOR = "level_anchor"
 PIPE_NOTES = "level_notes"
+PIPE_UNNAMED = "unnamed_bodies"  # bodies found but given no level (not among the per-vertebra outputs)
 
 NUMPY_DTYPES = {
     "FP32": "float32",
@@ -169,6 +170,7 @@ def pipeline_spec(num_grades: int = len(GRADE_CLASSES)) -> ModelSpec:
             TensorSpec(PIPE_GRADES, "FP32", (-1, num_grades)),
             TensorSpec(PIPE_ANCHOR, "BYTES", (1,)),
             TensorSpec(PIPE_NOTES, "BYTES", (-1,)),
+            TensorSpec(PIPE_UNNAMED, "INT64", (1,)),
         ),
     )
 

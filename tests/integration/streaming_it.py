@@ -3,8 +3,10 @@
 - Studies: small fast phantoms (PhantomConfig.fast, 96 matrix, field of view T11-L3), written
   once per session; a copy of one with a truncated slice is the corrupt study.
 - Models: tiny untrained networks exported with engine.models.export; the segmenter's
-  background channel is raised so it finds nothing (fast, deterministic post-processing:
-  these tests are about delivery, not accuracy).
+  background channel is raised so it finds no vertebral body, and bright bone reads as sacrum,
+  so every study is an `ok` reading of S1 alone (fast, deterministic post-processing: these
+  tests are about delivery, not accuracy; a study where nothing at all is found would be
+  `not_eligible`, no_spine).
 - Topics and consumer groups are unique per test.
 """
 
@@ -30,7 +32,12 @@ STUDIES = 6
 
 
 class BackgroundBiased(torch.nn.Module):
-    """A segmenter that always prefers background: a real ONNX model with a known answer."""
+    """A segmenter that prefers background except on bright bone, which it calls sacrum: a real
+    ONNX model with a known answer (S1 alone)."""
+
+    SACRUM = 3
+    BONE = 0.25
+    """Windowed input above which bone reads as sacrum (about 150 HU in the default window)."""
 
     def __init__(self, net: torch.nn.Module, channels: int):
         super().__init__()
@@ -38,9 +45,12 @@ class BackgroundBiased(torch.nn.Module):
         bias = torch.zeros(1, channels, 1, 1, 1)
         bias[0, 0] = 50.0
         self.register_buffer("bias", bias)
+        sacrum = torch.zeros(1, channels, 1, 1, 1)
+        sacrum[0, self.SACRUM] = 100.0
+        self.register_buffer("sacrum", sacrum)
 
     def forward(self, x):
-        return self.net(x) + self.bias
+        return self.net(x) + self.bias + (x > self.BONE).float() * self.sacrum
 
 
 @pytest.fixture(scope="session")

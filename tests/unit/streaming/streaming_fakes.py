@@ -221,7 +221,8 @@ class FakeProducer:
 
 
 class StandInBackend:
-    """Finds no vertebra (all background); can wait on a gate, be slow, or fail transiently."""
+    """Finds a sacrum and nothing above it (an `ok` reading of S1 alone, nothing to classify); can
+    wait on a gate, be slow, or fail transiently."""
 
     seg_classes = ("background", "vertebral_body", "intervertebral_disc", "sacrum", "rib_head")
     crop_size = 16
@@ -250,6 +251,10 @@ class StandInBackend:
             time.sleep(delay)
         logits = np.full((5, *volume.shape), -8.0, dtype=np.float32)
         logits[0] = 8.0
+        # a block of sacrum at the bottom of the grid (axis 0 runs to superior), mid-plane
+        d, h, w = volume.shape
+        sacrum = (slice(0, max(2, d // 4)), slice(h // 3, 2 * h // 3), slice(w // 3, 2 * w // 3))
+        logits[0][sacrum], logits[3][sacrum] = -8.0, 8.0
         return logits
 
     def classify(self, crops):

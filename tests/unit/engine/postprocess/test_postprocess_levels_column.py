@@ -28,6 +28,7 @@ from engine.postprocess.levels import (
     prior_pitch,
     readings,
     rib_evidence,
+    unreported_spine,
     weak_discs,
 )
 
@@ -554,6 +555,10 @@ def test_without_the_sacrum_a_tie_between_12_and_13_rib_pairs_is_settled_by_the_
     monkeypatch.setattr("engine.postprocess.levels.first_rib_owner", lambda *args, **kwargs: None)
     unnamed = label_levels(cmap, SPACING, volume=volume, bone_level=bone)
     assert unnamed.vertebrae == [] and NO_SACRUM_TIE_NOTE in unnamed.notes
+    assert unnamed.unnamed == len(kinds) and result.unnamed == 0
+    refused = unreported_spine(unnamed)
+    assert refused is not None and refused.code == "levels_not_named" and NO_SACRUM_TIE_NOTE in refused.message
+    assert unreported_spine(result) is None
 
 
 def test_a_body_cut_by_the_scan_takes_no_first_rib_band_slot():

@@ -135,6 +135,26 @@ def test_a_bad_study_gets_an_error_result_and_the_run_goes_on(settings, tmp_path
     assert screener.screen_volume(volume).result.status == "ok"
 
 
+def test_a_spine_whose_levels_cannot_be_named_is_not_screened_rather_than_negative(settings):
+    # No rib and no sacrum in view: the bodies are found, but a body without a level cannot be
+    # reported. An `ok` result with no vertebra would read as a screened spine without a
+    # fracture, and the planted grade 3 wedge would go unreported.
+    volume, cmap = synthetic_spine(wedge_level_index=13, loss=0.5)
+    cmap[(cmap == RIB_HEAD) | (cmap == SACRUM)] = 0
+    out = Screener(settings, backend=PerfectBackend(cmap, fractured={13})).screen_volume(volume)
+    result = out.result
+    assert result.status == "not_eligible" and result.reason_code == "levels_not_named", result.reason
+    assert result.reason.startswith("levels_not_named: 18 vertebral bodies were found but no level could be named")
+    assert not result.vertebrae and result.flag is False and result.level_naming is None
+    assert out.levels is not None and out.levels.unnamed == 18
+
+
+def test_a_series_without_any_spine_is_not_screened(settings):
+    volume, cmap = synthetic_spine()
+    out = Screener(settings, backend=PerfectBackend(np.zeros_like(cmap))).screen_volume(volume)
+    assert out.result.status == "not_eligible" and out.result.reason_code == "no_spine", out.result.reason
+
+
 def test_cut_crops_centres_and_pads_with_air():
     tensor = np.arange(20 * 20 * 20, dtype=np.float32).reshape(20, 20, 20)
     crops = cut_crops(tensor, np.array([[10, 10, 10], [0, 0, 0]]), 4)

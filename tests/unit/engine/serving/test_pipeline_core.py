@@ -164,6 +164,25 @@ def test_a_study_without_vertebrae_round_trips():
     assert back.grade_probabilities.shape == (0, 4)
 
 
+def test_the_count_of_bodies_left_unnamed_crosses_the_wire():
+    # Without ribs and sacrum the column is found but cannot be named: the client must learn
+    # how many bodies it holds, or it would report the study as screened and negative.
+    _, cmap = spine()
+    cmap[(cmap == RIB_HEAD) | (cmap == SACRUM)] = 0
+    backend = ThroughPipeline(cmap)
+    reading = read_spine(np.zeros(cmap.shape, np.float32), np.array([2.0, 2, 2]), backend.seg_logits, backend.classify,
+                         CROP, WINDOW)
+    assert reading.levels.vertebrae == [] and reading.levels.unnamed == 18
+    assert decode(encode(reading)).levels.unnamed == 18
+    named = read_spine(np.zeros(cmap.shape, np.float32), np.array([2.0, 2, 2]), *_named_backend(), CROP, WINDOW)
+    assert named.levels.unnamed == 0 and decode(encode(named)).levels.unnamed == 0
+
+
+def _named_backend():
+    backend = ThroughPipeline(spine()[1])
+    return backend.seg_logits, backend.classify
+
+
 def test_inconsistent_tensors_are_refused_not_misread():
     _, cmap = spine()
     backend = ThroughPipeline(cmap)
