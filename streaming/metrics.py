@@ -15,8 +15,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from engine import __version__
+from engine.errors import LevelsNotNamedError, NoSpineError, NotEligibleError
 
 OUTCOMES = ("ok", "not_eligible", "error", "dead_letter")
+# Reasons a study is returned unscreened that a dashboard shows from the start: the series was
+# not a screening CT, or the models could not read its spine (a model that finds nothing shows
+# here first).
+NOT_SCREENED_CODES = (NotEligibleError.code, NoSpineError.code, LevelsNotNamedError.code)
 STAGES = ("fetch", "load", "preprocess", "infer", "postprocess", "produce")
 # Study latencies span seconds to minutes.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -57,6 +62,11 @@ class Metrics:
             "vcfscreen_dead_letters", "Records sent to the dead-letter topic, by error code", ["code"],
             registry=r,
         )
+        self.not_screened = Counter(
+            "vcfscreen_studies_not_screened",
+            "Studies finished with a result but no screening (not_eligible or error), by the code of its reason",
+            ["code"], registry=r,
+        )
         # Pre-create the label values that always exist, so dashboards show zeros, not gaps.
         for outcome in OUTCOMES:
             self.studies.labels(outcome=outcome)
@@ -65,6 +75,8 @@ class Metrics:
             self.retries.labels(stage=stage)
         for grade in ("0", "1", "2", "3"):
             self.findings.labels(grade=grade)
+        for code in NOT_SCREENED_CODES:
+            self.not_screened.labels(code=code)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -42,7 +42,8 @@ class OutRecord:
     kind: str
     """``result`` or ``dead_letter``."""
     code: str | None = None
-    """Dead-letter code (``corrupt``, ``invalid_json``...)."""
+    """Dead-letter code (``corrupt``, ``invalid_json``...); for a result, the code of its reason
+    (``no_spine``, ``levels_not_named``...) when the study was not screened, else None."""
     headers: tuple[tuple[str, bytes], ...] = field(default=())
 
 
@@ -52,6 +53,7 @@ def result_record(topic: str, result: ScreeningResult, job: Job, worker_id: str)
         key=result.study_instance_uid.encode(),
         value=result.to_json_line().encode(),
         kind="result",
+        code=result.reason_code,
         headers=_headers(job, worker_id, "result"),
     )
 

@@ -310,6 +310,8 @@ class Worker:
         for record in job.outputs:
             if record.kind == "dead_letter":
                 m.dead_letters.labels(code=record.code or "unknown").inc()
+            elif record.code is not None:  # a result without a screening
+                m.not_screened.labels(code=record.code).inc()
         result = job.output.result if job.output is not None else None
         if result is not None and result.status == "ok":
             for vertebra in result.vertebrae:

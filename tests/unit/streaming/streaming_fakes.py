@@ -232,6 +232,8 @@ class StandInBackend:
         self.transient_failures = 0
         self.slow_uids: dict[tuple[int, ...], float] = {}
         self.calls = 0
+        self.finds_nothing = False
+        """When set, the segmentation is all background: no spine in view."""
         self.lock = threading.Lock()
 
     @property
@@ -251,6 +253,8 @@ class StandInBackend:
             time.sleep(delay)
         logits = np.full((5, *volume.shape), -8.0, dtype=np.float32)
         logits[0] = 8.0
+        if self.finds_nothing:
+            return logits
         # a block of sacrum at the bottom of the grid (axis 0 runs to superior), mid-plane
         d, h, w = volume.shape
         sacrum = (slice(0, max(2, d // 4)), slice(h // 3, 2 * h // 3), slice(w // 3, 2 * w // 3))

@@ -137,8 +137,28 @@ def test_permanent_errors_are_results_and_corrupt_studies_also_dead_letters(
     letters = [json.loads(r.value) for r in h.dead_letters()]
     assert [(d["code"], d["study_instance_uid"]) for d in letters] == [("corrupt", corrupt_uid)]
     assert letters[0]["message"] == corrupt["reason"]
-    assert h.worker.metrics.studies.labels(outcome="error")._value.get() == 1
-    assert h.worker.metrics.studies.labels(outcome="not_eligible")._value.get() == 1
+    metrics = h.worker.metrics
+    assert metrics.studies.labels(outcome="error")._value.get() == 1
+    assert metrics.not_screened.labels(code="corrupt")._value.get() == 1
+    assert metrics.not_screened.labels(code="not_eligible")._value.get() == 1
+    assert metrics.studies.labels(outcome="not_eligible")._value.get() == 1
+
+
+def test_a_study_whose_spine_the_models_cannot_see_is_a_result_counted_by_its_reason(harness_factory, study_folders):
+    # A segmenter that finds nothing (wrong weights, a study of another body part) must not turn
+    # into negative results: each study is not_eligible, and ops see why on the metrics.
+    h = harness_factory()
+    h.backend.finds_nothing = True
+    for folder, uid in study_folders[:2]:
+        h.submit(folder, uid)
+    h.run_until(lambda: len(h.results()) == 2 and h.committed(0) == 2, what="two results")
+    codes = {json.loads(r.value)["reason"].split(":")[0] for r in h.results()}
+    assert codes == {"no_spine"} and not h.dead_letters()
+    metrics = h.worker.metrics
+    assert metrics.studies.labels(outcome="not_eligible")._value.get() == 2
+    assert metrics.not_screened.labels(code="no_spine")._value.get() == 2
+    assert metrics.studies.labels(outcome="ok")._value.get() == 0
+    assert metrics.findings.labels(grade="0")._value.get() == 0
 
 
 def test_transient_failures_are_retried_within_the_bound_then_dead_lettered(harness_factory, study_folders):
