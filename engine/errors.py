@@ -42,15 +42,16 @@ class NotEligibleError(StudyError):
 
 
 class NoSpineError(NotEligibleError):
-    """The series was read and segmented, but no vertebral body was found in it."""
+    """The series was read and segmented, but no vertebral column (and no sacrum) was found in it."""
 
     code = "no_spine"
 
 
 class LevelsNotNamedError(NotEligibleError):
-    """Vertebral bodies were found, but none could be given its level (no rib or sacrum placed
-    the column). A body without a level cannot be reported, so screening it would say nothing
-    about the spine: the study is reported as not screened rather than as negative."""
+    """Vertebral bodies were found, but none could be given its level (neither ribs nor sacrum
+    placed the column, or without the sacrum the ribs fit two placements alike). A body without
+    a level cannot be reported, so screening it would say nothing about the spine: the study is
+    reported as not screened rather than as negative."""
 
     code = "levels_not_named"
 

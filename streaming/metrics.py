@@ -64,7 +64,8 @@ class Metrics:
         )
         self.not_screened = Counter(
             "vcfscreen_studies_not_screened",
-            "Studies finished with a result but no screening (not_eligible or error), by the code of its reason",
+            "Studies whose result says not screened (not_eligible or error), by the code of its reason; "
+            "records only dead-lettered (transient failures, invalid events) are in vcfscreen_dead_letters",
             ["code"], registry=r,
         )
         # Pre-create the label values that always exist, so dashboards show zeros, not gaps.

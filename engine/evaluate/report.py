@@ -59,6 +59,9 @@ class StudyCounts(_Model):
     """True grade >= 2 vertebrae in studies that could not be analysed."""
     missing_results: int = 0
     """Studies with truth but no result line (evaluating a results file); not counted as valid."""
+    spine_not_read: int = 0
+    """Analysed studies returned not_eligible because the models could not read the spine
+    (``no_spine``, ``levels_not_named``): every true vertebra in them counts as missed."""
 
 
 class AnatomyIdentification(_Model):
@@ -294,6 +297,7 @@ def build_report(
         unanalysable_share=share(len(failed), len(evaluations)),
         fractures_in_unanalysable=sum(e.true_fractures for e in failed),
         missing_results=missing_results,
+        spine_not_read=sum(e.spine_not_read for e in analysed),
     )
     pairs = [p for e in analysed for p in e.pairs]
     true_vertebrae = sum(e.true_vertebrae for e in analysed)

@@ -4,6 +4,9 @@
 :class:`StudyTruth`; the report only adds up what it returns. A study that was not
 analysed (status ``error`` or ``not_eligible``) keeps its status and its true fractures,
 and gives no vertebra pairs: the report counts it as unanalysable rather than as misses.
+The exception is a study the models could not read (``not_eligible`` with reason
+``no_spine`` or ``levels_not_named``, see :data:`SPINE_NOT_READ`): that is the models'
+failure on a screening CT, so it is analysed, and every true vertebra in it is missed.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from engine.evaluate.dice import (
     truth_on_grid,
 )
 from engine.evaluate.matching import identification_counts, match_centroids
+from engine.errors import LevelsNotNamedError, NoSpineError
 from engine.evaluate.truth import PARTIAL_LABEL, StudyTruth, TruthLabels
 from engine.postprocess.levels import BODY
 from engine.results import ScreeningResult, VertebraFinding
@@ -30,6 +34,16 @@ from engine.volume import lps_to_index
 
 if TYPE_CHECKING:
     from engine.screen import StudyOutput
+
+SPINE_NOT_READ = (NoSpineError.code, LevelsNotNamedError.code)
+"""Reason codes of a ``not_eligible`` result whose spine the models could not read: evaluated
+as a screened study in which nothing was found, not as an unanalysable one."""
+
+
+def spine_not_read(status: str, reason: str | None) -> bool:
+    """Whether a result with this status and reason is a spine the models could not read."""
+    return status == "not_eligible" and reason is not None and reason.split(":", 1)[0] in SPINE_NOT_READ
+
 
 FRACTURE_GRADE = 2
 """Grade from which a vertebra counts as a fracture for false positives and the study flag."""
@@ -95,7 +109,12 @@ class StudyEvaluation(_Model):
 
     @property
     def analysed(self) -> bool:
-        return self.status == "ok"
+        """Screened: ``ok``, or a spine the models could not read (its vertebrae all missed)."""
+        return self.status == "ok" or self.spine_not_read
+
+    @property
+    def spine_not_read(self) -> bool:
+        return spine_not_read(self.status, self.reason)
 
 
 def _labels_affine(truth: StudyTruth, labels: TruthLabels | None, output: StudyOutput | None) -> np.ndarray | None:
@@ -175,7 +194,7 @@ def evaluate_study(
         "true_vertebrae": len(truth.vertebrae), "anatomy": truth.anatomy,
         "true_fractures": sum(v.genant_grade >= FRACTURE_GRADE for v in truth.vertebrae),
     }
-    if result.status != "ok":
+    if result.status != "ok" and not spine_not_read(result.status, result.reason):
         return StudyEvaluation(**base)
     predictions = result.vertebrae
     truth_mm = np.array([v.centroid_lps_mm for v in truth.vertebrae]).reshape(-1, 3)

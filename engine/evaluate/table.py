@@ -51,6 +51,8 @@ def summary_table(report: EvaluationReport) -> Table:
     s, ident, frac = report.studies, report.identification, report.fracture
     row("studies analysed", f"{s.analysed} / {s.valid}",
         f"{s.error} error, {s.not_eligible} not eligible")
+    if s.spine_not_read:
+        row("  spine not read by the models", str(s.spine_not_read), "analysed: their vertebrae all missed")
     row("unanalysable share", _pct(s.unanalysable_share), f"{s.fractures_in_unanalysable} fractures in them")
     if s.missing_results:
         row("studies without a result line", str(s.missing_results), "not counted")

@@ -346,7 +346,7 @@ def unreported_spine(levels: LevelResult) -> NotEligibleError | None:
         why = "; ".join(levels.notes) or "no anchor placed them"
         return LevelsNotNamedError(f"{bodies} but no level could be named, so none is reported ({why})")
     if not levels.vertebrae:
-        return NoSpineError("the segmentation found no vertebral body and no sacrum in the series")
+        return NoSpineError("the segmentation found no vertebral column and no sacrum in the series")
     return None
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from engine.errors import CorruptStudyError, NotEligibleError
+from engine.errors import CorruptStudyError, LevelsNotNamedError, NoSpineError, NotEligibleError
 from engine.evaluate.confounders import attribute, attribute_unmatched, count_by_type
 from engine.evaluate.report import build_report
 from engine.evaluate.study import evaluate_study
@@ -145,6 +145,31 @@ def test_report_adds_up_misses_shifts_and_unanalysable_studies():
     assert targets["ppv_grade2"].met and not targets["sensitivity_grade2"].met
     assert targets["level_identification"].value == pytest.approx(0.8) and not targets["level_identification"].met
     assert not report.all_targets_met
+
+
+def test_a_spine_the_models_could_not_read_counts_as_missed_not_as_unanalysable():
+    # The models' failure on a screening CT must not leave the denominators: its vertebrae and its
+    # fracture are misses. A series that is no screening CT stays unanalysable.
+    read = evaluate_study(parse_truth(truth_record("2.1", {"L1": 2})), result("2.1", [
+        finding(level, -26.0 * k, grade=2 if level == "L1" else 0) for k, level in enumerate(LEVELS)]))
+    unread = evaluate_study(parse_truth(truth_record("2.2", {"T12": 3})), ScreeningResult.not_eligible(
+        "2.2", LevelsNotNamedError("5 vertebral bodies were found but no level could be named")))
+    empty = evaluate_study(parse_truth(truth_record("2.3", {})), ScreeningResult.not_eligible(
+        "2.3", NoSpineError("the segmentation found no vertebral body and no sacrum in the series")))
+    refused = evaluate_study(parse_truth(truth_record("2.4", {"L2": 2})),
+                             ScreeningResult.not_eligible("2.4", NotEligibleError("no axial CT series")))
+    assert unread.analysed and unread.spine_not_read and empty.analysed and not refused.analysed
+    report = build_report([read, unread, empty, refused], source="hand-made")
+    assert (report.studies.analysed, report.studies.spine_not_read, report.studies.not_eligible) == (3, 2, 1)
+    assert report.studies.fractures_in_unanalysable == 1
+    assert (report.identification.true_vertebrae, report.identification.detected) == (15, 5)
+    by_threshold = {t.threshold: t for t in report.fracture.thresholds}
+    assert (by_threshold[2].tp, by_threshold[2].fn) == (1, 1)
+    assert by_threshold[3].sensitivity == 0.0
+    assert (report.flag.tp, report.flag.fn) == (1, 1)
+    table = Console(width=200, record=True)
+    table.print(summary_table(report))
+    assert "spine not read by the models" in table.export_text()
 
 
 def test_a_prediction_on_a_body_cut_by_the_field_of_view_is_no_false_detection():
