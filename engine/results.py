@@ -153,6 +153,10 @@ class LevelNaming(_Strict):
     vertebrae: the cervical and thoracic names may be one off, the lumbar ones stand). A result
     that says ``in_doubt`` without it (written before this field existed) reads as a close call,
     the wider doubt."""
+    unnamed_bodies: int = Field(default=0, ge=0)
+    """Vertebral bodies the segmentation found but could give no level (above or beyond the
+    named ones): they are not among the vertebrae, and a fracture in them is not reported. A
+    study where no body at all is named is ``not_eligible`` (``levels_not_named``) instead."""
 
     @model_validator(mode="before")
     @classmethod

@@ -221,6 +221,7 @@ class Screener:
                 pipeline_version=self.pipeline_version,
                 grading=self.settings.grading,
                 timings_ms=timer.ms,
-                level_naming=LevelNaming(anchor=levels.anchor, notes=tuple(levels.notes), doubt=levels.doubt),
+                level_naming=LevelNaming(anchor=levels.anchor, notes=tuple(levels.notes), doubt=levels.doubt,
+                                         unnamed_bodies=levels.unnamed),
             )
         return StudyOutput(result, volume, model_input, class_map, levels)

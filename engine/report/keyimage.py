@@ -297,13 +297,20 @@ def _draw_labels(ax, labels: list[KeyLabel], view: SagittalView, scale: float) -
 
 
 def naming_warning(result: ScreeningResult) -> str | None:
-    """The key image's line about level names in doubt (None when they are not)."""
+    """The key image's line about level names in doubt, and bodies left unnamed (None when
+    neither)."""
     naming = result.level_naming
-    if naming is None or not naming.in_doubt:
+    if naming is None:
         return None
-    if naming.doubt == "close call":
-        return "level names may be one off: another reading of the anatomy fits nearly as well"
-    return "level names may be one off: the rib count is not verified, names assume 12 rib pairs"
+    parts = []
+    if naming.in_doubt:
+        parts.append("level names may be one off: another reading of the anatomy fits nearly as well"
+                     if naming.doubt == "close call" else
+                     "level names may be one off: the rib count is not verified, names assume 12 rib pairs")
+    if naming.unnamed_bodies:
+        count = naming.unnamed_bodies
+        parts.append(f"{count} vertebral bod{'y' if count == 1 else 'ies'} found but not named: not graded")
+    return "; ".join(parts) or None
 
 
 def _draw_header(fig, result: ScreeningResult, width: int, height: int) -> None:

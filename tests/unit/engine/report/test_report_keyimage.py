@@ -130,6 +130,11 @@ def test_the_key_image_says_when_the_level_names_are_in_doubt(screened, tmp_path
     close = LevelNaming(anchor="ribs+sacrum", doubt="close call")
     assert "another reading of the anatomy" in naming_warning(out.result.model_copy(update={"level_naming": close}))
     assert naming_warning(out.result.model_copy(update={"level_naming": sure})) is None
+    unnamed = LevelNaming(anchor="ribs+sacrum", doubt="close call", unnamed_bodies=2)
+    both = naming_warning(out.result.model_copy(update={"level_naming": unnamed}))
+    assert both.startswith("level names may be one off") and both.endswith("2 vertebral bodies found but not named: not graded")
+    alone = LevelNaming(anchor="ribs+sacrum", unnamed_bodies=1)
+    assert naming_warning(out.result.model_copy(update={"level_naming": alone})) == "1 vertebral body found but not named: not graded"
 
     def warning_band(naming: LevelNaming) -> np.ndarray:
         result = out.result.model_copy(update={"level_naming": naming})

@@ -12,6 +12,7 @@ import pytest
 
 from engine.errors import CorruptStudyError
 from engine.postprocess.levels import BODY, DISC, RIB_HEAD, SACRUM
+from engine.results import ScreeningResult
 from engine.screen import Screener, cut_crops
 from engine.settings import Settings
 from engine.volume import Volume
@@ -147,6 +148,26 @@ def test_a_spine_whose_levels_cannot_be_named_is_not_screened_rather_than_negati
     assert result.reason.startswith("levels_not_named: 18 vertebral bodies were found but no level could be named")
     assert not result.vertebrae and result.flag is False and result.level_naming is None
     assert out.levels is not None and out.levels.unnamed == 18
+
+
+def test_bodies_left_unnamed_beside_named_ones_are_counted_in_the_result(settings, monkeypatch):
+    # Some bodies named, others not (above the known levels): the study is screened, and the
+    # result says how many bodies it could not report.
+    import engine.serving.pipeline_core as core
+
+    real = core.label_levels
+
+    def two_left_unnamed(*args, **kwargs):
+        levels = real(*args, **kwargs)
+        levels.unnamed = 2
+        return levels
+
+    monkeypatch.setattr(core, "label_levels", two_left_unnamed)
+    volume, cmap = synthetic_spine()
+    result = Screener(settings, backend=PerfectBackend(cmap)).screen_volume(volume).result
+    assert result.status == "ok" and len(result.vertebrae) == 19
+    assert result.level_naming.unnamed_bodies == 2
+    assert ScreeningResult.from_json(result.to_json_line()).level_naming.unnamed_bodies == 2
 
 
 def test_a_series_without_any_spine_is_not_screened(settings):
