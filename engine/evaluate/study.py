@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from engine.errors import LevelsNotNamedError, NoSpineError
 from engine.evaluate.confounders import attribute, attribute_unmatched
 from engine.evaluate.dice import (
     TIE_BREAK,
@@ -26,7 +27,6 @@ from engine.evaluate.dice import (
     truth_on_grid,
 )
 from engine.evaluate.matching import identification_counts, match_centroids
-from engine.errors import LevelsNotNamedError, NoSpineError
 from engine.evaluate.truth import PARTIAL_LABEL, StudyTruth, TruthLabels
 from engine.postprocess.levels import BODY
 from engine.results import ScreeningResult, VertebraFinding

@@ -40,6 +40,11 @@ class GatedFetcher(Fetcher):
         return super().fetch(event)
 
 
+def counts(counter, label: str, *values: str) -> list[float]:
+    """The counter's value at each of ``values`` of its ``label``."""
+    return [counter.labels(**{label: value})._value.get() for value in values]
+
+
 def result_keys(harness) -> list[str]:
     return [r.key.decode() for r in harness.results()]
 
@@ -137,11 +142,8 @@ def test_permanent_errors_are_results_and_corrupt_studies_also_dead_letters(
     letters = [json.loads(r.value) for r in h.dead_letters()]
     assert [(d["code"], d["study_instance_uid"]) for d in letters] == [("corrupt", corrupt_uid)]
     assert letters[0]["message"] == corrupt["reason"]
-    metrics = h.worker.metrics
-    assert metrics.studies.labels(outcome="error")._value.get() == 1
-    assert metrics.not_screened.labels(code="corrupt")._value.get() == 1
-    assert metrics.not_screened.labels(code="not_eligible")._value.get() == 1
-    assert metrics.studies.labels(outcome="not_eligible")._value.get() == 1
+    assert counts(h.worker.metrics.studies, "outcome", "error", "not_eligible") == [1, 1]
+    assert counts(h.worker.metrics.not_screened, "code", "corrupt", "not_eligible") == [1, 1]
 
 
 def test_a_study_whose_spine_the_models_cannot_see_is_a_result_counted_by_its_reason(harness_factory, study_folders):
@@ -155,10 +157,9 @@ def test_a_study_whose_spine_the_models_cannot_see_is_a_result_counted_by_its_re
     codes = {json.loads(r.value)["reason"].split(":")[0] for r in h.results()}
     assert codes == {"no_spine"} and not h.dead_letters()
     metrics = h.worker.metrics
-    assert metrics.studies.labels(outcome="not_eligible")._value.get() == 2
-    assert metrics.not_screened.labels(code="no_spine")._value.get() == 2
-    assert metrics.studies.labels(outcome="ok")._value.get() == 0
-    assert metrics.findings.labels(grade="0")._value.get() == 0
+    assert counts(metrics.studies, "outcome", "not_eligible", "ok") == [2, 0]
+    assert counts(metrics.not_screened, "code", "no_spine") == [2]
+    assert counts(metrics.findings, "grade", "0") == [0]
 
 
 def test_transient_failures_are_retried_within_the_bound_then_dead_lettered(harness_factory, study_folders):
