@@ -155,7 +155,7 @@ def test_a_spine_the_models_could_not_read_counts_as_missed_not_as_unanalysable(
     unread = evaluate_study(parse_truth(truth_record("2.2", {"T12": 3})), ScreeningResult.not_eligible(
         "2.2", LevelsNotNamedError("5 vertebral bodies were found but no level could be named")))
     empty = evaluate_study(parse_truth(truth_record("2.3", {})), ScreeningResult.not_eligible(
-        "2.3", NoSpineError("the segmentation found no vertebral body and no sacrum in the series")))
+        "2.3", NoSpineError("the segmentation found no vertebral column and no sacrum in the series")))
     refused = evaluate_study(parse_truth(truth_record("2.4", {"L2": 2})),
                              ScreeningResult.not_eligible("2.4", NotEligibleError("no axial CT series")))
     assert unread.analysed and unread.spine_not_read and empty.analysed and not refused.analysed
