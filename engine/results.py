@@ -55,6 +55,11 @@ Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Millimetres = Annotated[float, Field(ge=0.0)]
 
 
+def reason_code(reason: str | None) -> str | None:
+    """The code part of a result's ``reason`` (``"corrupt"`` of ``"corrupt: slice 12 ..."``)."""
+    return None if reason is None else reason.split(":", 1)[0]
+
+
 def level_index(level: str) -> int:
     """Position of ``level`` in :data:`LEVELS` (C1 is 0, S1 is the last)."""
     try:
@@ -340,7 +345,7 @@ class ScreeningResult(_Strict):
     @property
     def reason_code(self) -> str | None:
         """The code part of ``reason`` (``"corrupt"`` of ``"corrupt: slice 12 ..."``)."""
-        return None if self.reason is None else self.reason.split(":", 1)[0]
+        return reason_code(self.reason)
 
     def to_json_line(self) -> str:
         """One line of compact JSON, keys in declaration order, no trailing newline."""

@@ -29,7 +29,7 @@ from engine.evaluate.dice import (
 from engine.evaluate.matching import identification_counts, match_centroids
 from engine.evaluate.truth import PARTIAL_LABEL, StudyTruth, TruthLabels
 from engine.postprocess.levels import BODY
-from engine.results import ScreeningResult, VertebraFinding
+from engine.results import ScreeningResult, VertebraFinding, reason_code
 from engine.volume import lps_to_index
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ as a screened study in which nothing was found, not as an unanalysable one."""
 
 def spine_not_read(status: str, reason: str | None) -> bool:
     """Whether a result with this status and reason is a spine the models could not read."""
-    return status == "not_eligible" and reason is not None and reason.split(":", 1)[0] in SPINE_NOT_READ
+    return status == "not_eligible" and reason_code(reason) in SPINE_NOT_READ
 
 
 FRACTURE_GRADE = 2

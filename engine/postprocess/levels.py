@@ -1360,7 +1360,7 @@ def label_levels(
     notes += naming_notes
     if not any(names) and not naming_notes:
         notes.append("neither ribs nor sacrum found: levels cannot be named")
-    unnamed = sum(1 for name in names if not name)
+    unnamed = sum(1 for name in names if not name)  # the note counts the missed bodies the column holds too
     if unnamed and anchor != "none":
         notes.append(f"{unnamed} bod{'y' if unnamed == 1 else 'ies'} above the known levels left unnamed")
     shape = tuple(class_map.shape)
@@ -1372,5 +1372,5 @@ def label_levels(
     ]
     if s1 is not None and s1.local_mask.any():
         vertebrae.append(LabelledVertebra("S1", s1.centroid, s1.box, s1.local_mask, shape))
-    return LevelResult(vertebrae=vertebrae, anchor=anchor, notes=notes, top=top,
-                       unnamed=sum(1 for name, b in zip(names, bodies) if not name and b.component is not None))
+    found_unnamed = sum(1 for name, b in zip(names, bodies) if not name and b.component is not None)
+    return LevelResult(vertebrae=vertebrae, anchor=anchor, notes=notes, top=top, unnamed=found_unnamed)
