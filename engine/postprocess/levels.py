@@ -281,6 +281,7 @@ UNCERTAIN_NOTE = "level naming uncertain"
 UNSEEN_COUNT_NOTE = "the number of rib-bearing vertebrae is not seen"
 """How the two notes that put a study's names in doubt begin (see :func:`naming_doubt`)."""
 NO_SACRUM_TIE_NOTE = "no sacrum, and the ribs in view do not show where the thoracic spine begins or ends"
+NO_THORACIC_NOTE = "no sacrum, and no rib-bearing vertebra among the bodies: levels cannot be named"
 """Why a column without the sacrum is left unnamed when its readings tie (see :func:`name_levels`)."""
 
 
@@ -1122,7 +1123,9 @@ def unseen_rib_counts(found: list[Naming]) -> list[str]:
     """The rib-count variants (11 or 13 rib-bearing vertebrae) whose best naming scores the
     same rib evidence as the best naming: only the prior chose between them. With the sacrum
     in view that happens when the top of the thoracic spine is not: the extra or missing
-    rib-bearing vertebra would lie beyond the scan, or in a body the scan cuts."""
+    rib-bearing vertebra would lie beyond the scan, or in a body the scan cuts. Without the
+    sacrum it happens whenever the run of rib-bearing bodies does not show both of its ends
+    against a body without ribs."""
     evidence: dict[str, float] = {}
     for naming in found:  # best first: the first naming of each anatomy is its best
         evidence.setdefault(naming.anatomy, naming.evidence)
@@ -1138,14 +1141,30 @@ def top_cue(naming: Naming, top: np.ndarray) -> float:
     return float(sum(top[i, class_of(name)] for i, name in enumerate(naming.names) if not np.isnan(top[i, 0])))
 
 
-def cue_choice(found: list[Naming], top: np.ndarray) -> tuple[Naming, float] | None:
-    """The naming the top vertebrae's cue prefers to the ribs' best (``found[0]``), and by how
-    much, when it wins by :data:`~engine.postprocess.top_levels.OVERRIDE_MARGIN` or more,
-    the cue included; else None. The lost-body reading is left to its own price."""
+@dataclass(frozen=True)
+class CueChoice:
+    """The naming the top vertebrae's cue chose over the ribs' best, how much better it scores
+    with the cue included (``gain``, nats), and by how much it beats the best naming with other
+    names, the cue included (``margin``; ``inf`` when there is none)."""
+
+    naming: Naming
+    gain: float
+    margin: float
+
+
+def cue_choice(found: list[Naming], top: np.ndarray) -> CueChoice | None:
+    """The naming the top vertebrae's cue prefers to the ribs' best (``found[0]``), when it wins
+    by :data:`~engine.postprocess.top_levels.OVERRIDE_MARGIN` or more, the cue included; else
+    None. The lost-body reading is left to its own price."""
     total = {id(naming): naming.score + top_cue(naming, top) for naming in found}
-    best = max((n for n in found if n.anatomy != LOST_BODY_READING), key=lambda n: total[id(n)])
+    ranked = sorted((n for n in found if n.anatomy != LOST_BODY_READING), key=lambda n: -total[id(n)])
+    best = ranked[0]
     gain = total[id(best)] - total[id(found[0])]
-    return (best, gain) if best.names != found[0].names and gain >= OVERRIDE_MARGIN else None
+    if best.names == found[0].names or gain < OVERRIDE_MARGIN:
+        return None
+    rival = next((n for n in ranked[1:] if n.names != best.names), None)
+    margin = total[id(best)] - total[id(rival)] if rival is not None else np.inf
+    return CueChoice(best, gain, margin)
 
 
 def name_levels(
@@ -1156,7 +1175,9 @@ def name_levels(
     anchors used, and notes. ``rib`` and ``first_rib`` are per-body rib evidence (nats, see
     :func:`rib_evidence`). ``top``, when given, is (bodies, classes) of the top vertebrae's cue
     terms (NaN for the bodies it did not look at, see :mod:`.top_levels`): with the sacrum in
-    view, it can move the names to a reading the ribs tie or nearly tie (see :func:`cue_choice`)."""
+    view, it can move the names to a reading the ribs tie or nearly tie (see :func:`cue_choice`);
+    without the sacrum, where the count from below is missing, it can move them when the top of
+    the spine is in view (a rib-like band beside C7 otherwise reads it as T1)."""
     n = len(rib)
     rib = np.asarray(rib, dtype=float)
     # Seen means evidence the naming scores (the wide first-rib band also takes in lumbar
@@ -1171,19 +1192,28 @@ def name_levels(
     found = readings(rib, np.asarray(first_rib, dtype=float), has_sacrum, cut)
     best = found[0]
     cue = None
-    if top is not None and has_sacrum and best.anatomy != LOST_BODY_READING:
+    if top is not None and best.anatomy != LOST_BODY_READING:
         cue = cue_choice(found, np.asarray(top, dtype=float))
     notes: list[str] = []
     if cue is not None:
-        # The top vertebrae outweigh the ribs' choice by the margin: in practice where the ribs
-        # fit two rib counts as well as each other and the prior alone chose.
-        best, gain = cue
+        # The top vertebrae outweigh the ribs' choice by the margin: with the sacrum, in practice
+        # where the ribs fit two rib counts as well as each other and the prior alone chose;
+        # without it, also where T1's first rib rising into the band beside C7 made C7 read as T1
+        # and the column's lower end could not say otherwise.
+        best = cue.naming
+        if not has_sacrum and cue.margin < TIE_NATS:
+            # The cue moved the names off the ribs' choice but cannot place the column either.
+            notes.append(NO_SACRUM_TIE_NOTE)
+            return [""] * n, "none", notes
+        if not has_sacrum and not any(name.startswith("T") for name in best.names):
+            notes.append(NO_THORACIC_NOTE)
+            return [""] * n, "none", notes
         ribs_best = next((name for name in found[0].names if name), "")
         if best.anatomy != ANATOMY[0][0]:
             notes.append(f"transitional anatomy read: {best.anatomy}")
         notes.append(f"{UNCERTAIN_NOTE}: the ribs fit {found[0].anatomy} with the top vertebra {ribs_best} as well "
                      f"or better; the names follow the bone around the top vertebrae (first rib, clavicles, "
-                     f"manubrium), which fits {best.anatomy} better by {gain:.1f} nats")
+                     f"manubrium), which fits {best.anatomy} better by {cue.gain:.1f} nats")
     else:
         # The lost-body reading is nobody's close rival: a body named L1 with ribs beside it is
         # reported as a disagreement (below), and when that reading wins it is in doubt anyway.
@@ -1199,7 +1229,7 @@ def name_levels(
         if not has_sacrum and not any(name.startswith("T") for name in best.names):
             # Without the sacrum only the ribs can place the column; a naming without a thoracic
             # body has nothing to stand on.
-            notes.append("no sacrum, and no rib-bearing vertebra among the bodies: levels cannot be named")
+            notes.append(NO_THORACIC_NOTE)
             return [""] * n, "none", notes
         if best.anatomy == LOST_BODY_READING:
             # Always in doubt, and nothing else to say: the column holds one body fewer than the
@@ -1214,7 +1244,10 @@ def name_levels(
                 rival_top = next((name for name in rival.names if name), "")
                 notes.append(f"{UNCERTAIN_NOTE}: {rival.anatomy} with the top vertebra {rival_top} "
                              f"fits nearly as well (margin {margin:.1f})")
-            elif has_sacrum and best.anatomy == ANATOMY[0][0] and any(name.startswith("T") for name in best.names):
+            elif best.anatomy == ANATOMY[0][0] and any(name.startswith("T") for name in best.names):
+                # With the sacrum, the top of the thoracic spine out of view; without it, either
+                # end of it (T1 and the body above it, or the last rib-bearing body and the one
+                # below): the ribs then fit 11, 12 and 13 pairs alike and the prior alone chose.
                 unseen = unseen_rib_counts(found)
                 if unseen:
                     notes.append(f"{UNSEEN_COUNT_NOTE}: {' or '.join(unseen)} would fit the image as well, "

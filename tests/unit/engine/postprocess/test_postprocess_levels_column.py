@@ -25,6 +25,7 @@ from engine.postprocess.levels import (
     label_levels,
     local_pitch,
     name_levels,
+    naming_doubt,
     prior_pitch,
     readings,
     rib_evidence,
@@ -268,6 +269,22 @@ def test_a_rib_count_the_images_do_not_show_is_reported():
     # Lumbar bodies only: the rib count moves no name in view, so nothing is said.
     rib = evidence("L" * 4)
     assert not any("not seen" in note for note in name_levels(rib, rib, True)[2])
+
+
+def test_without_the_sacrum_a_rib_count_the_images_do_not_show_is_reported_too():
+    # T1..T11 and L1..L4 of a spine with 11 rib pairs, the body above T1 cut by the scan, no
+    # sacrum: 11 pairs from T1, or the usual 12 from a T1 beyond the scan, fit the ribs alike.
+    # The prior names 12 pairs (one off all the way down to T11) and the result must say so.
+    rib = evidence("T" * 11 + "L" * 4)
+    names, _, notes = name_levels(rib, rib, False)
+    assert names[:2] == ["T2", "T3"] and names[10:12] == ["T12", "L1"]
+    (unseen,) = [note for note in notes if "rib-bearing vertebrae is not seen" in note]
+    assert "11 rib-bearing" in unseen and naming_doubt(notes) is not None
+    # Both ends of the run in view, a bare C7 above it and a bare L1 below: the count is seen.
+    rib = evidence("C" + "T" * 12 + "L" * 3)
+    names, _, notes = name_levels(rib, rib, False)
+    assert names[:2] == ["C7", "T1"] and not any("not seen" in note for note in notes)
+    assert naming_doubt(notes) is None
 
 
 def test_rib_noise_beside_one_lumbar_body_does_not_move_the_junction():

@@ -10,7 +10,7 @@ import pytest
 from test_postprocess_levels_column import SPACING, evidence, image
 
 from engine.postprocess import top_levels
-from engine.postprocess.levels import UNCERTAIN_NOTE, label_levels, name_levels, naming_doubt, readings
+from engine.postprocess.levels import NO_SACRUM_TIE_NOTE, UNCERTAIN_NOTE, label_levels, name_levels, naming_doubt, readings
 from engine.postprocess.top_levels import (
     ALONG_MM,
     CLASSES,
@@ -145,11 +145,40 @@ def test_a_c7_with_a_rib_like_process_is_read_as_cervical_when_it_looks_cervical
     assert any("disagree with the levels named at 1 vertebra" in note for note in notes)  # C7's rib-like bone
 
 
-def test_the_cue_needs_the_sacrum_and_never_chooses_a_lost_body():
-    # Without the sacrum nothing changes, whatever the cue says.
-    rib = evidence("T" * 6 + "L" * 4)
-    top = cue(10, {0: [TERM_FLOOR, TERM_CAP, TERM_FLOOR, TERM_FLOOR]})
-    assert name_levels(rib, rib, False, top=top) == name_levels(rib, rib, False)
+def test_without_the_sacrum_a_c7_that_looks_cervical_is_not_read_as_t1():
+    # C7 to L3 of a spine with 11 rib pairs, no sacrum: T1's first rib rising into the band
+    # beside C7 gives C7 rib-like evidence, so the ribs read 12 pairs from C7, one off all the way
+    # down. Nothing above C7 is in view, so 13 pairs fit as well and the names are in doubt.
+    rib = evidence("C" + "T" * 11 + "L" * 3)
+    first = rib.copy()
+    first[0] = 2.0
+    names, _, notes = name_levels(rib, first, False)
+    assert names[:2] == ["T1", "T2"] and naming_doubt(notes) is not None
+    # The bone around the top vertebrae says C7, T1, T2: the names follow it, in doubt.
+    top = cue(15, {0: [3.0, TERM_FLOOR, TERM_FLOOR, TERM_FLOOR], 1: [TERM_FLOOR, 2.0, TERM_FLOOR, TERM_FLOOR],
+                   2: [TERM_FLOOR, TERM_FLOOR, 1.5, TERM_FLOOR]})
+    names, anchor, notes = name_levels(rib, first, False, top=top)
+    assert names[:3] == ["C7", "T1", "T2"] and names[11:] == ["T11", "L1", "L2", "L3"]
+    assert anchor == "ribs+cervical"
+    assert naming_doubt(notes) is not None and "transitional anatomy read: 11 rib-bearing vertebrae" in notes
+
+
+def test_without_the_sacrum_the_cue_neither_moves_a_column_whose_top_is_below_t2_nor_breaks_a_tie():
+    # T5 to L4, no sacrum: the last rib-bearing body places the column. A cue that reads the top
+    # bodies as lower vertebrae changes nothing.
+    rib = evidence("T" * 8 + "L" * 4)
+    lower = cue(12, {i: [TERM_FLOOR, TERM_FLOOR, TERM_FLOOR, 1.0] for i in range(4)})
+    assert name_levels(rib, rib, False, top=lower) == name_levels(rib, rib, False)
+    # Six rib-bearing bodies with neither end of the thoracic spine in view: every placement fits.
+    # The ribs tie and the column is left unnamed; a cue saying only "not T1 or T2" at the top
+    # cannot place it either, whichever naming it starts from.
+    rib = evidence("T" * 6)
+    assert name_levels(rib, rib, False)[0] == [""] * 6
+    names, anchor, notes = name_levels(rib, rib, False, top=cue(6, {0: [TERM_FLOOR, TERM_FLOOR, TERM_FLOOR, 2.0]}))
+    assert names == [""] * 6 and anchor == "none" and notes == [NO_SACRUM_TIE_NOTE]
+
+
+def test_the_cue_never_chooses_a_lost_body():
     # The lost-L1 reading names the top as the 11-pair reading does (both hold 16 names); a cue
     # for those top names takes the 11-pair reading, never the lost body, which keeps its own price.
     rib = evidence("T" * 11 + "L" * 5)
