@@ -56,7 +56,10 @@ STANDING_LIMITS = (
         "in the image beside each vertebra (not from these weights). Transitional anatomy (11 or 13 "
         "rib pairs, six lumbar vertebrae) is read when the ribs show it; where another anatomy fits "
         "nearly as well the result's notes say the naming is uncertain. With 11 or 13 rib pairs and "
-        "neither C7 nor the sacrum in view, no count can tell, and the names may be one level off."
+        "the top of the thoracic spine out of view, no count can tell, and the names may be one "
+        "level off; such a naming is reported in doubt (the rib count is not seen), with the sacrum "
+        "in view or not. Where C7 and T1 are in view, the bone around the top vertebrae (first rib, "
+        "clavicles, manubrium) says which one is T1."
     ),
     (
         "Known confounders of fracture screening (sclerotic metastases, scoliosis, surgical "
