@@ -281,8 +281,9 @@ UNCERTAIN_NOTE = "level naming uncertain"
 UNSEEN_COUNT_NOTE = "the number of rib-bearing vertebrae is not seen"
 """How the two notes that put a study's names in doubt begin (see :func:`naming_doubt`)."""
 NO_SACRUM_TIE_NOTE = "no sacrum, and the ribs in view do not show where the thoracic spine begins or ends"
-NO_THORACIC_NOTE = "no sacrum, and no rib-bearing vertebra among the bodies: levels cannot be named"
 """Why a column without the sacrum is left unnamed when its readings tie (see :func:`name_levels`)."""
+NO_THORACIC_NOTE = "no sacrum, and no rib-bearing vertebra among the bodies: levels cannot be named"
+"""Why a column without the sacrum is left unnamed when its best reading names no body thoracic."""
 
 
 def naming_doubt(notes) -> str | None:

@@ -272,8 +272,8 @@ def test_a_rib_count_the_images_do_not_show_is_reported():
 
 
 def test_without_the_sacrum_a_rib_count_the_images_do_not_show_is_reported_too():
-    # T1..T11 and L1..L4 of a spine with 11 rib pairs, the body above T1 cut by the scan, no
-    # sacrum: 11 pairs from T1, or the usual 12 from a T1 beyond the scan, fit the ribs alike.
+    # T1..T11 and L1..L4 of a spine with 11 rib pairs, nothing above T1 in view, no sacrum:
+    # 11 pairs from T1, or the usual 12 from a T1 beyond the scan, fit the ribs alike.
     # The prior names 12 pairs (one off all the way down to T11) and the result must say so.
     rib = evidence("T" * 11 + "L" * 4)
     names, _, notes = name_levels(rib, rib, False)

@@ -10,7 +10,16 @@ import pytest
 from test_postprocess_levels_column import SPACING, evidence, image
 
 from engine.postprocess import top_levels
-from engine.postprocess.levels import NO_SACRUM_TIE_NOTE, UNCERTAIN_NOTE, label_levels, name_levels, naming_doubt, readings
+from engine.postprocess.levels import (
+    NO_SACRUM_TIE_NOTE,
+    TIE_NATS,
+    UNCERTAIN_NOTE,
+    cue_choice,
+    label_levels,
+    name_levels,
+    naming_doubt,
+    readings,
+)
 from engine.postprocess.top_levels import (
     ALONG_MM,
     CLASSES,
@@ -174,7 +183,10 @@ def test_without_the_sacrum_the_cue_neither_moves_a_column_whose_top_is_below_t2
     # cannot place it either, whichever naming it starts from.
     rib = evidence("T" * 6)
     assert name_levels(rib, rib, False)[0] == [""] * 6
-    names, anchor, notes = name_levels(rib, rib, False, top=cue(6, {0: [TERM_FLOOR, TERM_FLOOR, TERM_FLOOR, 2.0]}))
+    top = cue(6, {0: [TERM_FLOOR, TERM_FLOOR, TERM_FLOOR, 2.0]})
+    choice = cue_choice(readings(rib, rib, False), top)
+    assert choice is not None and choice.margin < TIE_NATS  # the cue moves off the ribs' first, to a tie
+    names, anchor, notes = name_levels(rib, rib, False, top=top)
     assert names == [""] * 6 and anchor == "none" and notes == [NO_SACRUM_TIE_NOTE]
 
 
