@@ -1196,63 +1196,58 @@ def name_levels(
     if top is not None and best.anatomy != LOST_BODY_READING:
         cue = cue_choice(found, np.asarray(top, dtype=float))
     notes: list[str] = []
+    rival = None
     if cue is not None:
         # The top vertebrae outweigh the ribs' choice by the margin: with the sacrum, in practice
         # where the ribs fit two rib counts as well as each other and the prior alone chose;
         # without it, also where T1's first rib rising into the band beside C7 made C7 read as T1
-        # and the column's lower end could not say otherwise.
-        best = cue.naming
-        if not has_sacrum and cue.margin < TIE_NATS:
-            # The cue moved the names off the ribs' choice but cannot place the column either.
-            notes.append(NO_SACRUM_TIE_NOTE)
-            return [""] * n, "none", notes
-        if not has_sacrum and not any(name.startswith("T") for name in best.names):
-            notes.append(NO_THORACIC_NOTE)
-            return [""] * n, "none", notes
+        # and the column's lower end could not say otherwise. Its margin is over its own rival.
+        best, margin = cue.naming, cue.margin
+    else:
+        # The lost-body reading is nobody's close rival: a body named L1 with ribs beside it is
+        # reported as a disagreement (below), and when that reading wins it is in doubt anyway.
+        rival = next((r for r in found[1:] if r.names != best.names and r.anatomy != LOST_BODY_READING), None)
+        margin = best.score - rival.score if rival is not None else np.inf
+    if not has_sacrum and margin < TIE_NATS:
+        # Without the sacrum the ribs (and the cue, where it moved the names) must place the
+        # column; a run of rib-bearing bodies with neither end in view (T1 or the last thoracic)
+        # fits every placement equally. A close call is still named (and reported uncertain
+        # below): an unnamed body is not reported at all, and its fracture with it.
+        notes.append(NO_SACRUM_TIE_NOTE)
+        return [""] * n, "none", notes
+    if not has_sacrum and not any(name.startswith("T") for name in best.names):
+        # Without the sacrum only the ribs can place the column; a naming without a thoracic
+        # body has nothing to stand on.
+        notes.append(NO_THORACIC_NOTE)
+        return [""] * n, "none", notes
+    if cue is not None:
         ribs_best = next((name for name in found[0].names if name), "")
         if best.anatomy != ANATOMY[0][0]:
             notes.append(f"transitional anatomy read: {best.anatomy}")
         notes.append(f"{UNCERTAIN_NOTE}: the ribs fit {found[0].anatomy} with the top vertebra {ribs_best} as well "
                      f"or better; the names follow the bone around the top vertebrae (first rib, clavicles, "
                      f"manubrium), which fits {best.anatomy} better by {cue.gain:.1f} nats")
+    elif best.anatomy == LOST_BODY_READING:
+        # Always in doubt, and nothing else to say: the column holds one body fewer than the
+        # names assume.
+        notes.append(f"{UNCERTAIN_NOTE}: the vertebra above L2 bears ribs, so the names assume a lumbar "
+                     f"body lost in the segmentation between it and L2 (a collapsed {LOST_LEVEL} can run into "
+                     f"its neighbours): review {LOST_LEVEL}")
     else:
-        # The lost-body reading is nobody's close rival: a body named L1 with ribs beside it is
-        # reported as a disagreement (below), and when that reading wins it is in doubt anyway.
-        rival = next((r for r in found[1:] if r.names != best.names and r.anatomy != LOST_BODY_READING), None)
-        margin = best.score - rival.score if rival is not None else np.inf
-        if not has_sacrum and margin < TIE_NATS:
-            # Without the sacrum the ribs must place the column; a run of rib-bearing bodies with
-            # neither end in view (T1 or the last thoracic) fits every placement equally. A close
-            # call is still named (and reported uncertain below): an unnamed body is not reported
-            # at all, and its fracture with it.
-            notes.append(NO_SACRUM_TIE_NOTE)
-            return [""] * n, "none", notes
-        if not has_sacrum and not any(name.startswith("T") for name in best.names):
-            # Without the sacrum only the ribs can place the column; a naming without a thoracic
-            # body has nothing to stand on.
-            notes.append(NO_THORACIC_NOTE)
-            return [""] * n, "none", notes
-        if best.anatomy == LOST_BODY_READING:
-            # Always in doubt, and nothing else to say: the column holds one body fewer than the
-            # names assume.
-            notes.append(f"{UNCERTAIN_NOTE}: the vertebra above L2 bears ribs, so the names assume a lumbar "
-                         f"body lost in the segmentation between it and L2 (a collapsed {LOST_LEVEL} can run into "
-                         f"its neighbours): review {LOST_LEVEL}")
-        else:
-            if best.anatomy != ANATOMY[0][0]:
-                notes.append(f"transitional anatomy read: {best.anatomy}")
-            if margin < UNCERTAIN_MARGIN:
-                rival_top = next((name for name in rival.names if name), "")
-                notes.append(f"{UNCERTAIN_NOTE}: {rival.anatomy} with the top vertebra {rival_top} "
-                             f"fits nearly as well (margin {margin:.1f})")
-            elif best.anatomy == ANATOMY[0][0] and any(name.startswith("T") for name in best.names):
-                # With the sacrum, the top of the thoracic spine out of view; without it, either
-                # end of it (T1 and the body above it, or the last rib-bearing body and the one
-                # below): the ribs then fit 11, 12 and 13 pairs alike and the prior alone chose.
-                unseen = unseen_rib_counts(found)
-                if unseen:
-                    notes.append(f"{UNSEEN_COUNT_NOTE}: {' or '.join(unseen)} would fit the image as well, "
-                                 "and would shift every thoracic name by one (the names assume the usual 12)")
+        if best.anatomy != ANATOMY[0][0]:
+            notes.append(f"transitional anatomy read: {best.anatomy}")
+        if margin < UNCERTAIN_MARGIN:
+            rival_top = next((name for name in rival.names if name), "")
+            notes.append(f"{UNCERTAIN_NOTE}: {rival.anatomy} with the top vertebra {rival_top} "
+                         f"fits nearly as well (margin {margin:.1f})")
+        elif best.anatomy == ANATOMY[0][0] and any(name.startswith("T") for name in best.names):
+            # With the sacrum, the top of the thoracic spine out of view; without it, either
+            # end of it (T1 and the body above it, or the last rib-bearing body and the one
+            # below): the ribs then fit 11, 12 and 13 pairs alike and the prior alone chose.
+            unseen = unseen_rib_counts(found)
+            if unseen:
+                notes.append(f"{UNSEEN_COUNT_NOTE}: {' or '.join(unseen)} would fit the image as well, "
+                             "and would shift every thoracic name by one (the names assume the usual 12)")
     names = list(best.names)
     evidence = body_evidence(rib, np.asarray(first_rib, dtype=float), cut)
     disagree = sum(1 for i, name in enumerate(names)
