@@ -29,6 +29,18 @@ NODE_ID = 1
 """The KRaft node id of the local broker (broker and controller in one)."""
 
 
+def new_cluster_id(draw=uuid.uuid4) -> str:
+    """A KRaft cluster id: a random UUID in URL-safe base64 without padding.
+
+    An id starting with '-' (1 draw in 64) is drawn again: the storage tool's argument parser
+    reads it as an option and refuses the format ("argument --cluster-id/-t: expected one
+    argument"). Kafka's own random UUIDs avoid that leading '-' for the same reason."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(draw().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class Kafka(Service):
     """Apache Kafka 4, one KRaft node acting as broker and controller."""
 
@@ -111,7 +123,7 @@ class Kafka(Service):
             "logger.server.name = kafka.server.KafkaRaftServer\nlogger.server.level = INFO\n"
         )
         if not (data / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = new_cluster_id()
             run(
                 self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), heap="128m"),
                 "kafka: formatting the KRaft storage",
