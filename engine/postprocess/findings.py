@@ -39,6 +39,7 @@ from engine.postprocess.morphometry import (
     BodyMeasurement,
     MeasurementError,
     anterior_direction,
+    image_resolves_body,
     image_resolves_endplates,
     mask_centroid,
     measure_body,
@@ -80,7 +81,8 @@ def findings_from_vertebrae(
     heights are read between the endplate edges of the image, the masks guiding where to look
     (:func:`engine.postprocess.morphometry.measure_body`); without it, or when its voxels are
     too coarse (:func:`~engine.postprocess.morphometry.image_resolves_endplates`), from the
-    masks alone."""
+    masks alone; a body spanning fewer than six of the image's slices is measured on its mask
+    (:func:`~engine.postprocess.morphometry.image_resolves_body`)."""
     ordered = sorted(vertebrae, key=lambda v: level_index(v.level))
     levels = [v.level for v in ordered]
     repeated = sorted({lv for lv in levels if levels.count(lv) > 1}, key=level_index)
@@ -113,6 +115,8 @@ def findings_from_vertebrae(
             measurement = measure_body(
                 vertebra.mask, vertebra.affine, axis, anterior_direction(axis), hu, hu_affine
             )
+            if hu is not None and not image_resolves_body(hu_affine, measurement.posterior_mm):
+                measurement = measure_body(vertebra.mask, vertebra.affine, axis, anterior_direction(axis))
         except MeasurementError as exc:
             problems[vertebra.level] = f"not measured: {exc}"
             continue
