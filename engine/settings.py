@@ -254,9 +254,8 @@ class GradingSettings(_Group):
     """Read each body's heights between the endplate edges of the original scan, the
     segmentation showing where to look (engine/postprocess/morphometry.py); only on images with
     pixels of at most 1 mm and slices of at most 3 mm, and a body spanning fewer than six slices
-    keeps its mask's heights. False:
-    from the segmentation mask alone, which fills in a collapsed endplate and under-reads
-    fractures."""
+    keeps its mask's heights. False: from the segmentation mask alone, which fills in a collapsed
+    endplate and under-reads fractures."""
     metal_hu: float = Field(default=2500.0, gt=0)
     """HU from which a voxel of the original scan counts as metal or cement (cortical bone
     stays below about 2000 HU); see engine/postprocess/metal.py."""
