@@ -4,7 +4,11 @@ Noise is white noise (uniform bytes, Gaussian once blurred) added *before* the b
 real CT noise, with its standard deviation set to the kernel's figure after the blur (the
 reduction factor is measured on the actual filter). Noise grows with the body's cross
 section (shoulders, pelvis). The slice sensitivity profile is a Gaussian along z of FWHM
-equal to the slice thickness. Outside the reconstruction circle the image is -1024 HU.
+equal to the slice thickness, applied on the grid it is given: by default the slices
+themselves, painted at their centres, where its sigma is about half a slice (a structure
+painted in one slice barely reaches the next); with ``PhantomConfig.partial_volume_slices``
+a grid at most 0.5 mm apart, where it averages the anatomy over each slice as a scanner does
+(:func:`engine.phantom.render.render`). Outside the reconstruction circle the image is -1024 HU.
 Everything runs slab by slab in float32 so the memory stays near one int16 volume.
 """
 

@@ -8,7 +8,8 @@ vertebrae (bodies labelled), metal, then reconstruction (noise, blur, clipping).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -34,6 +35,8 @@ from engine.phantom.vertebra import paint_canal, paint_disc, paint_vertebra
 
 PARTIAL_LABEL = 255
 """Label of a vertebral body only partly inside the field of view (not in truth; ignore it)."""
+PARTIAL_VOLUME_STEP_MM = 0.5
+"""Slice spacing painted on with ``PhantomConfig.partial_volume_slices`` (at most)."""
 
 
 @dataclass
@@ -93,8 +96,34 @@ def label_values(plan: StudyPlan) -> list[int]:
 
 
 def render(plan: StudyPlan) -> tuple[np.ndarray, np.ndarray, list[tuple[slice, slice, slice] | None]]:
-    """HU (int16) and label (uint8) volumes in storage order, and each vertebra's block."""
-    grid = plan.acquisition.grid()
+    """HU (int16) and label (uint8) volumes in storage order, and each vertebra's block.
+
+    With ``partial_volume_slices`` the study is painted and reconstructed on slices ``factor``
+    times finer (the slice profile then averages the anatomy over each slice's thickness), and
+    every ``factor``-th slice is kept: the same grid as without, slice for slice.
+    """
+    factor = _partial_volume_factor(plan)
+    if factor == 1:
+        return _render_on(plan, plan.acquisition)
+    acquisition = plan.acquisition
+    fine = replace(acquisition, spacing_mm=acquisition.spacing_mm / factor,
+                   n_slices=(acquisition.n_slices - 1) * factor + 1)
+    canvas, labels, blocks = _render_on(plan, fine)
+    kept = [None if block is None else
+            (slice(-(-block[0].start // factor), -(-block[0].stop // factor)), block[1], block[2])
+            for block in blocks]
+    return np.ascontiguousarray(canvas[::factor]), np.ascontiguousarray(labels[::factor]), kept
+
+
+def _partial_volume_factor(plan: StudyPlan) -> int:
+    """How many painted slices per acquired slice (1: painted on the acquisition's own slices)."""
+    if not plan.config.partial_volume_slices:
+        return 1
+    return max(1, math.ceil(plan.acquisition.spacing_mm / PARTIAL_VOLUME_STEP_MM - 1e-9))
+
+
+def _render_on(plan: StudyPlan, acquisition: Acquisition) -> tuple[np.ndarray, np.ndarray, list[tuple[slice, slice, slice] | None]]:
+    grid = acquisition.grid()
     rng = np.random.default_rng([plan.seed, 1])
     spine, body = plan.spine, plan.body
     canvas = np.empty(grid.shape, dtype=np.int16)
@@ -120,5 +149,5 @@ def render(plan: StudyPlan) -> tuple[np.ndarray, np.ndarray, list[tuple[slice, s
     for vertebra, value in zip(spine.vertebrae, label_values(plan)):
         blocks.append(paint_vertebra(canvas, labels, grid, vertebra, value, seed=int(rng.integers(2 ** 31))))
     paint_metal(canvas, grid, spine, body, rng)
-    reconstruct(canvas, grid, plan.acquisition, body, seed=int(rng.integers(2 ** 31)))
+    reconstruct(canvas, grid, acquisition, body, seed=int(rng.integers(2 ** 31)))
     return canvas, labels, blocks
