@@ -9,7 +9,10 @@ for slice and only the image between the edges changes.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pydicom
 import pytest
 from phantom_configs import QUIET, tiny_config
 from typer.testing import CliRunner
@@ -66,7 +69,18 @@ def test_painted_slices_are_at_most_half_a_millimetre_apart(spacing, factor) -> 
 
 
 def test_cli_option_writes_the_averaged_study(tmp_path) -> None:
-    result = CliRunner().invoke(app, ["phantom", str(tmp_path), "--seed", "4", "--fast", "--matrix", "64",
-                                      "--partial-volume-slices"])
-    assert result.exit_code == 0, result.output
-    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 1
+    """The same seed with and without the option: the same study and truth, other pixels."""
+    for name, extra in (("centres", []), ("averaged", ["--partial-volume-slices"])):
+        result = CliRunner().invoke(app, ["phantom", str(tmp_path / name), "--seed", "4", "--fast", "--matrix", "64",
+                                          *extra])
+        assert result.exit_code == 0, result.output
+    (centres,) = [p for p in (tmp_path / "centres").iterdir() if p.is_dir()]
+    averaged = tmp_path / "averaged" / centres.name
+    truth = json.loads((centres / "truth.json").read_text())
+    assert json.loads((averaged / "truth.json").read_text())["vertebrae"] == truth["vertebrae"]
+    screening = sorted(p.name for p in centres.glob("*.dcm")
+                       if pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID == truth["series_instance_uid"])
+    assert len(screening) == truth["acquisition"]["slices"]
+    middle = screening[len(screening) // 2]
+    one, two = (pydicom.dcmread(folder / middle) for folder in (centres, averaged))
+    assert one.SOPInstanceUID == two.SOPInstanceUID and one.PixelData != two.PixelData
