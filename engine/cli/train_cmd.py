@@ -250,10 +250,10 @@ def _levels_worker_init() -> None:
         update={"models": settings.models.model_copy(update={"backend": InferenceBackend.ONNXRUNTIME})}))
 
 
-def _levels_worker(job: tuple[int, str]) -> list:
+def _levels_worker(job: tuple[int, str, bool]) -> list:
     from engine.models.training.top_levels import study_examples
 
-    return study_examples(job[0], job[1], _SCREENER)
+    return study_examples(job[0], job[1], _SCREENER, partial_volume=job[2])
 
 
 def register_levels(app: typer.Typer) -> None:
@@ -263,6 +263,10 @@ def register_levels(app: typer.Typer) -> None:
                                     help="Seeds of phantoms with the default spine mix (N-M ranges, commas)."),
         rib11: str = typer.Option("973000-973029", help="Seeds of phantoms forced to 11 rib pairs."),
         rib13: str = typer.Option("28300000-28300024", help="Seeds of phantoms forced to 13 rib pairs."),
+        partial_volume: bool = typer.Option(
+            True, "--partial-volume/--default-rendering-only",
+            help="Also render every phantom with partial-volume slices (each slice averaging the anatomy over its "
+                 "thickness, as a scanner's does; ~25 s more per phantom) and learn from both renderings."),
         l2: float = typer.Option(1.0, min=0.0, help="L2 penalty of the logistic regression."),
         workers: int = typer.Option(2, min=1, help="Processes screening phantoms (each ~12 s per study)."),
         out: Path = typer.Option(None, help="Models folder to write top_levels.json into (default: models.dir)."),
@@ -275,8 +279,9 @@ def register_levels(app: typer.Typer) -> None:
         from engine.postprocess.top_levels import TOP_LEVELS_FILE, model_text
 
         try:
-            jobs = [(seed, spine) for text, spine in ((typical, "typical"), (rib11, "11_thoracic"), (rib13, "13_thoracic"))
-                    for seed in parse_seeds(text)]
+            jobs = [(seed, spine, averaged)
+                    for text, spine in ((typical, "typical"), (rib11, "11_thoracic"), (rib13, "13_thoracic"))
+                    for seed in parse_seeds(text) for averaged in ((False, True) if partial_volume else (False,))]
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
         if not jobs:
@@ -288,16 +293,21 @@ def register_levels(app: typer.Typer) -> None:
         examples = []
         with _progress() as progress, ProcessPoolExecutor(workers, initializer=_levels_worker_init) as pool:
             task = progress.add_task("screening phantoms", total=len(jobs), note="")
-            for found in pool.map(_levels_worker, jobs):
+            for done, found in enumerate(pool.map(_levels_worker, jobs), start=1):
                 examples += found
                 progress.update(task, advance=1, note=f"{len(examples)} vertebrae")
+                if not console.is_terminal and (done % 10 == 0 or done == len(jobs)):
+                    # Without a terminal the bar is not drawn (an hour's run under nohup said nothing).
+                    log.info("train-levels: %d of %d phantom renderings screened, %d vertebrae",
+                             done, len(jobs), len(examples))
         minutes = round((time.monotonic() - started) / 60, 1)
         cv = cross_validate(examples, l2)
-        counts = {label: sum(1 for _s, sp in jobs if sp == spine)
+        counts = {label: len({seed for seed, sp, _averaged in jobs if sp == spine})
                   for label, spine in (("default mix", "typical"), ("11 rib pairs", "11_thoracic"), ("13 rib pairs", "13_thoracic"))}
-        source = (f"vcfscreen train-levels: {len(examples)} top vertebrae of {len(jobs)} screened phantoms "
-                  f"(default mix: {typical or '-'}; 11 rib pairs: {rib11 or '-'}; 13 rib pairs: {rib13 or '-'}), "
-                  f"L2 {l2:g}")
+        phantoms = len({(seed, spine) for seed, spine, _averaged in jobs})
+        source = (f"vcfscreen train-levels: {len(examples)} top vertebrae of {phantoms} screened phantoms "
+                  f"(default mix: {typical or '-'}; 11 rib pairs: {rib11 or '-'}; 13 rib pairs: {rib13 or '-'})"
+                  f"{', each rendered also with partial-volume slices' if partial_volume else ''}, L2 {l2:g}")
         try:
             model = fit_examples(examples, l2, lambda: source)
         except ValueError as exc:
@@ -309,6 +319,7 @@ def register_levels(app: typer.Typer) -> None:
             "file": TOP_LEVELS_FILE, "model": "multinomial logistic regression (cervical / T1 / T2 / lower) on the "
             "bone around each of the top 4 whole vertebrae (engine.postprocess.top_levels)",
             "data": {"phantoms": counts, "seeds": {"default mix": typical, "11 rib pairs": rib11, "13 rib pairs": rib13},
+                     "renderings": "default and partial-volume slices" if partial_volume else "default",
                      "vertebrae": len(examples)},
             "recipe": {"l2": l2, "optimiser": "L-BFGS", "screening_minutes": minutes},
             "cross-validation (by study)": cv,

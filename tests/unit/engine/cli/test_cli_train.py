@@ -71,3 +71,11 @@ def test_a_classifier_run_does_not_check_the_segmenter_options(tmp_path):
     ])
     assert run.exit_code == 0, run.output
     assert [m["name"] for m in json.loads((out / "training.json").read_text())["models"]] == ["vertebra_cls"]
+
+
+def test_train_levels_refuses_bad_seeds_before_screening_anything(tmp_path):
+    bad = runner.invoke(app, ["train-levels", "--typical", "12-10", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "seed range '12-10'" in bad.output
+    none = runner.invoke(app, ["train-levels", "--typical", "", "--rib11", "", "--rib13", "", "--out", str(tmp_path)])
+    assert none.exit_code == 2 and "no seeds given" in none.output
+    assert not any(tmp_path.iterdir())
