@@ -9,8 +9,8 @@ drawn on purpose, so the model learns what lies around T1 and not how many ribs 
 Each phantom can be rendered twice: as the phantom paints it by default, and with partial-volume
 slices (:attr:`~engine.phantom.config.PhantomConfig.partial_volume_slices`: each slice averages
 the anatomy over its thickness, as a scanner's does). On 2.5-3 mm slices the bone around T1
-reads differently the two ways: a cue fitted on the default rendering alone stopped telling
-11 or 13 rib pairs from 12 on the averaged slices.
+reads differently the two ways, and real scans are made the second way, so the cue learns from
+both (the model card's limits say what that changed, and what it did not).
 """
 
 from __future__ import annotations
