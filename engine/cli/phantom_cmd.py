@@ -61,7 +61,8 @@ def register(app: typer.Typer) -> None:
         partial_volume_slices: Annotated[bool, typer.Option(
             "--partial-volume-slices",
             help="Average the anatomy over each slice's thickness, as a scanner does (painted on slices "
-                 "at most 0.5 mm apart; slower). Off: slices painted at their centres, as the models were trained on.",
+                 "at most 0.5 mm apart; slower). Off: slices painted at their centres, as the segmenter and the "
+                 "classifier were trained on.",
         )] = False,
     ) -> None:
         """Write synthetic thoraco-abdomino-pelvic CT studies: OUT_DIR/<StudyInstanceUID>/*.dcm,

@@ -72,8 +72,10 @@ class PhantomConfig(BaseModel):
     over its thickness, as a scanner's does. Off (the default), every slice is painted at its
     centre and only then blurred by the profile, on the slice grid itself: at 2.5-3 mm that
     blur spans a fraction of a slice, so thick slices come out sharper through the plane than a
-    scanner's (thin ribs, endplates). The shipped models were trained, and every figure of the
-    model card measured, with it off. Costs up to six times the painting time (3 mm slices)."""
+    scanner's (thin ribs, endplates). The shipped segmenter and classifier were trained with it
+    off, and the model card's figures measured so unless they say otherwise; the top-vertebrae
+    cue (``vcfscreen train-levels``) learns from both renderings. Costs up to six times the
+    painting time (3 mm slices)."""
 
     # --- fractures ---------------------------------------------------------------------
     fracture_study_probability: float = Field(default=0.45, ge=0, le=1)
