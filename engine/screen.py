@@ -39,7 +39,7 @@ from engine.postprocess.crops import (  # noqa: F401
 )
 from engine.postprocess.findings import VertebraInput, findings_from_vertebrae
 from engine.postprocess.fusion import ClassifierOutput
-from engine.postprocess.levels import LevelResult, unreported_spine
+from engine.postprocess.levels import LevelResult, count_doubt_after_grading, unreported_spine
 from engine.postprocess.metal import dense_volume_mm3
 from engine.postprocess.top_levels import TOP_LEVELS_FILE, cached_model
 from engine.preprocess import ModelInput, Preprocessor
@@ -214,6 +214,9 @@ class Screener:
                 pipeline_version=self.pipeline_version, timings_ms=timer.ms,
             )
         else:
+            notes = count_doubt_after_grading(levels.notes, [(f.level, f.genant_grade) for f in findings])
+            if notes != levels.notes:
+                levels = replace(levels, notes=notes)
             result = ScreeningResult.from_findings(
                 volume.study_instance_uid,
                 volume.series_instance_uid,

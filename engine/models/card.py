@@ -55,11 +55,13 @@ STANDING_LIMITS = (
         "Level names come from counting between the sacrum and the ribs, which the labeller finds "
         "in the image beside each vertebra (not from these weights). Transitional anatomy (11 or 13 "
         "rib pairs, six lumbar vertebrae) is read when the ribs show it; where another anatomy fits "
-        "nearly as well the result's notes say the naming is uncertain. With 11 or 13 rib pairs and "
-        "the top of the thoracic spine out of view, no count can tell, and the names may be one "
-        "level off; such a naming is reported in doubt (the rib count is not seen), with the sacrum "
-        "in view or not. Where C7 and T1 are in view, the bone around the top vertebrae (first rib, "
-        "clavicles, manubrium) says which one is T1."
+        "nearly as well the result's notes say the naming is uncertain. With the top of the "
+        "thoracic spine out of view the ribs cannot tell 11, 12 or 13 pairs apart, and the names may "
+        "be one level off; such a naming is reported in doubt (the rib count is not seen), with the "
+        "sacrum in view or not, unless the bone around the top vertebrae (first rib, clavicles, "
+        "manubrium), read by a small model fitted on phantoms, confirms the usual 12 pairs and no "
+        "thoracic vertebra is graded 2 or more (a collapsed body lost in the column would hide a "
+        "rib-bearing one). Where C7 and T1 are in view, that bone says which one is T1."
     ),
     (
         "Known confounders of fracture screening (sclerotic metastases, scoliosis, surgical "

@@ -69,7 +69,9 @@ read for which of them is T1, C7 or T2 (:mod:`.top_levels`: the first rib, the c
 the manubrium around T1, learned on phantoms). With the sacrum in view, each naming takes in
 that cue for the names it gives the top bodies, and one the cue prefers replaces the ribs'
 choice when it wins by :data:`~.top_levels.OVERRIDE_MARGIN`; such names are reported in
-doubt, and the first rib's neck is not asked again.
+doubt, and the first rib's neck is not asked again. Where the cue instead confirms the usual 12
+pairs against each count the ribs tie with it, by :data:`~.top_levels.COUNT_MARGIN` or more,
+the count is read from the image (:func:`count_read_at_top`) and the names are not in doubt.
 
 One rib-like process beside a lumbar body cannot move the thoracolumbar junction (the
 prior and the neighbours outweigh it), and a missed or extra body in the column shifts only
@@ -92,6 +94,7 @@ Plain functions on numpy arrays; the only dependency is scipy.ndimage.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 
@@ -100,7 +103,7 @@ from scipy import ndimage
 
 from engine.errors import LevelsNotNamedError, NoSpineError, NotEligibleError
 from engine.postprocess.top_levels import CLASSES as TOP_CLASSES
-from engine.postprocess.top_levels import OVERRIDE_MARGIN, TOP_BODIES, TopLevelModel, class_of
+from engine.postprocess.top_levels import COUNT_MARGIN, OVERRIDE_MARGIN, TOP_BODIES, TopLevelModel, class_of
 from engine.postprocess.top_levels import features as top_features
 
 BACKGROUND, BODY, DISC, SACRUM, RIB_HEAD = 0, 1, 2, 3, 4
@@ -280,6 +283,9 @@ class LabelledVertebra:
 UNCERTAIN_NOTE = "level naming uncertain"
 UNSEEN_COUNT_NOTE = "the number of rib-bearing vertebrae is not seen"
 """How the two notes that put a study's names in doubt begin (see :func:`naming_doubt`)."""
+COUNT_AT_TOP_NOTE = "the number of rib-bearing vertebrae is read from the top vertebrae"
+"""How the note begins where the ribs tie the rib counts and the top vertebrae's cue settles
+the count (see :func:`count_read_at_top`): the names are not in doubt."""
 NO_SACRUM_TIE_NOTE = "no sacrum, and the ribs in view do not show where the thoracic spine begins or ends"
 """Why a column without the sacrum is left unnamed when its readings tie (see :func:`name_levels`)."""
 NO_THORACIC_NOTE = "no sacrum, and no rib-bearing vertebra among the bodies: levels cannot be named"
@@ -295,6 +301,29 @@ def naming_doubt(notes) -> str | None:
     if any(note.startswith(UNSEEN_COUNT_NOTE) for note in notes):
         return "rib count"
     return None
+
+
+COLLAPSE_GRADE = 2
+"""A thoracic vertebra graded this or more puts a rib count read at the top back in doubt (see
+:func:`count_doubt_after_grading`)."""
+
+
+def count_doubt_after_grading(notes: Sequence[str], grades: Iterable[tuple[str, int]]) -> list[str]:
+    """The labeller's ``notes`` once the vertebrae are graded (``grades``: level, Genant grade).
+
+    A rib count read from the top vertebrae (:data:`COUNT_AT_TOP_NOTE`) is put back in doubt
+    where a thoracic vertebra is graded :data:`COLLAPSE_GRADE` or more: a collapsed body that the
+    column lost, or merged with a neighbour, hides a rib-bearing vertebra, and a spine of 13 rib
+    pairs so read shows the 12 that the top vertebrae confirm, every name below the collapse one
+    off. Of 280 development phantoms, the two whose names were wrong with the count read at the
+    top were such spines (a grade 3 T4 and T6)."""
+    collapsed = [level for level, grade in grades if level.startswith("T") and grade >= COLLAPSE_GRADE]
+    if not collapsed or not any(note.startswith(COUNT_AT_TOP_NOTE) for note in notes):
+        return list(notes)
+    which = f"{', '.join(collapsed)} {'is' if len(collapsed) == 1 else 'are'}"
+    return [*notes, f"{UNSEEN_COUNT_NOTE} for certain: {which} collapsed, and a collapsed thoracic vertebra "
+                    "the column lost or merged with a neighbour would hide a rib-bearing one (the names "
+                    "below it would be one off)"]
 
 
 @dataclass(frozen=True)
@@ -1135,6 +1164,19 @@ def unseen_rib_counts(found: list[Naming]) -> list[str]:
             if n_lumbar == ANATOMY[0][2] and anatomy in evidence and abs(evidence[anatomy] - best) < TIE_NATS]
 
 
+def count_read_at_top(found: list[Naming], unseen: list[str], top: np.ndarray) -> float | None:
+    """By how much the top vertebrae's cue alone (the prior left out) prefers the names of
+    ``found[0]`` to the best naming of each rib count in ``unseen`` (nats, the least of them),
+    when that is :data:`~.top_levels.COUNT_MARGIN` or more; else None. The ribs tie those counts,
+    so only the prior chose; where the bone around T1 says the same by this margin, the count
+    is read from the image, not assumed."""
+    top = np.asarray(top, dtype=float)
+    own = top_cue(found[0], top)
+    rivals = [next(n for n in found if n.anatomy == anatomy) for anatomy in unseen]
+    least = min(own - top_cue(rival, top) for rival in rivals)
+    return least if least >= COUNT_MARGIN else None
+
+
 def top_cue(naming: Naming, top: np.ndarray) -> float:
     """What the bone around the top vertebrae adds to a naming (nats): per body the cue looked
     at (a row of ``top`` without NaN), its term for the class of the name the naming gives it
@@ -1245,7 +1287,12 @@ def name_levels(
             # end of it (T1 and the body above it, or the last rib-bearing body and the one
             # below): the ribs then fit 11, 12 and 13 pairs alike and the prior alone chose.
             unseen = unseen_rib_counts(found)
-            if unseen:
+            read = count_read_at_top(found, unseen, top) if unseen and top is not None else None
+            if read is not None:
+                notes.append(f"{COUNT_AT_TOP_NOTE}: the ribs fit {' or '.join(unseen)} as well, and the bone around "
+                             f"the top vertebrae (first rib, clavicles, manubrium) fits the usual 12 better by "
+                             f"{read:.1f} nats")
+            elif unseen:
                 notes.append(f"{UNSEEN_COUNT_NOTE}: {' or '.join(unseen)} would fit the image as well, "
                              "and would shift every thoracic name by one (the names assume the usual 12)")
     names = list(best.names)

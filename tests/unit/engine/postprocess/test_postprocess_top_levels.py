@@ -11,9 +11,11 @@ from test_postprocess_levels_column import SPACING, evidence, image
 
 from engine.postprocess import top_levels
 from engine.postprocess.levels import (
+    COUNT_AT_TOP_NOTE,
     NO_SACRUM_TIE_NOTE,
     TIE_NATS,
     UNCERTAIN_NOTE,
+    count_doubt_after_grading,
     cue_choice,
     label_levels,
     name_levels,
@@ -23,6 +25,7 @@ from engine.postprocess.levels import (
 from engine.postprocess.top_levels import (
     ALONG_MM,
     CLASSES,
+    COUNT_MARGIN,
     FEATURE_COUNT,
     LATERAL_MM,
     POSTERIOR_MM,
@@ -141,6 +144,60 @@ def test_the_top_vertebrae_settle_a_rib_count_the_ribs_cannot_see():
     # A weak cue does not outweigh the prior: the 12-pair names stay.
     weak = cue(16, {0: [0.0, 1.0, 0.0, 0.0]})
     assert name_levels(rib, rib, True, top=weak)[0][0] == "T2"
+
+
+def test_the_top_vertebrae_can_show_a_rib_count_the_ribs_cannot():
+    # T1..T12 over 5 lumbar bodies and the sacrum, C7 out of view: the ribs fit 13 pairs (T1
+    # beyond the scan) as well as 12, the prior chose 12, and the names are in doubt.
+    rib = evidence("T" * 12 + "L" * 5)
+    names, _, notes = name_levels(rib, rib, True)
+    assert names[0] == "T1" and naming_doubt(notes) == "rib count"
+    # The bone around the top bodies reads T1, T2: the 13-pair names (T2, T3) fit it worse by
+    # more than the margin, so the count is read from the image and the names are not in doubt.
+    top = cue(17, {0: [TERM_FLOOR, 2.0, 0.0, TERM_FLOOR], 1: [TERM_FLOOR, 0.0, 1.5, 0.0]})
+    read = own_minus_rival(rib, top, "13 rib-bearing vertebrae (T13)")
+    assert read >= COUNT_MARGIN
+    names, anchor, notes = name_levels(rib, rib, True, top=top)
+    assert names[:2] == ["T1", "T2"] and names[11:13] == ["T12", "L1"] and anchor == "ribs+sacrum"
+    (said,) = [note for note in notes if note.startswith(COUNT_AT_TOP_NOTE)]
+    assert "13 rib-bearing vertebrae (T13)" in said and f"better by {read:.1f} nats" in said
+    assert naming_doubt(notes) is None
+    # Just short of the margin: only the prior chose, as before.
+    short = cue(17, {0: [TERM_FLOOR, COUNT_MARGIN - 0.01, 0.0, TERM_FLOOR]})
+    assert own_minus_rival(rib, short, "13 rib-bearing vertebrae (T13)") < COUNT_MARGIN
+    names, _, notes = name_levels(rib, rib, True, top=short)
+    assert names[0] == "T1" and naming_doubt(notes) == "rib count"
+    assert not any(note.startswith(COUNT_AT_TOP_NOTE) for note in notes)
+    # T8..L5: two counts unseen (11 and 13). The cue must beat each; a cue that reads the top
+    # bodies only as lower vertebrae cannot tell the counts apart, and the doubt stays.
+    rib = evidence("T" * 5 + "L" * 5)
+    lower = cue(10, {0: [TERM_FLOOR, TERM_FLOOR, TERM_FLOOR, 3.0]})
+    assert naming_doubt(name_levels(rib, rib, True, top=lower)[2]) == "rib count"
+
+
+def test_a_collapsed_thoracic_vertebra_puts_a_count_read_at_the_top_back_in_doubt():
+    rib = evidence("T" * 12 + "L" * 5)
+    top = cue(17, {0: [TERM_FLOOR, 2.0, 0.0, TERM_FLOOR], 1: [TERM_FLOOR, 0.0, 1.5, 0.0]})
+    notes = name_levels(rib, rib, True, top=top)[2]
+    assert naming_doubt(notes) is None
+    # A grade 3 T6: had the column lost it (or merged it with T5), a spine of 13 rib pairs would
+    # read as these 12, and every name below T6 would be one off.
+    graded = count_doubt_after_grading(notes, [("T5", 0), ("T6", 3), ("L1", 0)])
+    assert graded[: len(notes)] == notes and naming_doubt(graded) == "rib count"
+    assert "T6 is collapsed" in graded[-1]
+    assert "T6, T9 are collapsed" in count_doubt_after_grading(notes, [("T6", 2), ("T9", 3)])[-1]
+    # Grade 1, or a lumbar collapse (counted from the sacrum), leaves the count as read.
+    assert count_doubt_after_grading(notes, [("T6", 1), ("L1", 3), ("S1", 0)]) == notes
+    # A count not read at the top gains nothing: it is in doubt already, or seen from the ribs.
+    plain = name_levels(rib, rib, True)[2]
+    assert count_doubt_after_grading(plain, [("T6", 3)]) == plain
+
+
+def own_minus_rival(rib: np.ndarray, top: np.ndarray, anatomy: str) -> float:
+    found = readings(rib, rib, True)
+    rival = next(n for n in found if n.anatomy == anatomy)
+    return sum(top[i, class_of(a)] - top[i, class_of(b)]
+               for i, (a, b) in enumerate(zip(found[0].names, rival.names, strict=True)) if not np.isnan(top[i, 0]))
 
 
 def test_a_c7_with_a_rib_like_process_is_read_as_cervical_when_it_looks_cervical():

@@ -12,6 +12,7 @@ import pytest
 
 from engine.evaluate.matching import match_centroids
 from engine.phantom import PhantomConfig, PlantedFracture, generate_study
+from engine.postprocess.levels import COUNT_AT_TOP_NOTE
 from engine.screen import Screener
 from engine.settings import Settings
 
@@ -177,3 +178,27 @@ def test_heights_from_the_scan_recover_the_collapse_the_mask_fills_in(screener):
               and from_scan[lv].morphometric_grade is not None]
     errors = [abs(from_scan[lv].height_loss - truth[lv]["height_loss"]) for lv in normal]
     assert len(normal) >= 12 and np.mean(errors) <= 0.04, (len(normal), np.round(errors, 3))
+
+
+def test_a_rib_count_the_top_vertebrae_read_is_not_in_doubt_unless_a_thoracic_body_collapsed(screener):
+    # Seed 35200004 (default config): T1 at the top of the view and C7 out of it, so the ribs fit
+    # 13 pairs as well as 12. The bone around the top vertebrae reads the usual 12 (by 7.2 nats),
+    # so the count is read from the image and the names are not in doubt.
+    study = generate_study(35_200_004)
+    assert study.truth["spine"]["thoracic_count"] == 12 and study.truth["vertebrae"][0]["level"] == "T1"
+    result = screener.screen_volume(study.volume).result
+    naming = result.level_naming
+    assert naming is not None and not naming.in_doubt and naming.doubt is None, naming
+    assert any(note.startswith(COUNT_AT_TOP_NOTE) for note in naming.notes), naming.notes
+    truth = study.truth["vertebrae"]
+    pairs = match_to_truth(truth, result).pairs
+    assert all(result.vertebrae[m.prediction].level == truth[m.truth]["level"] for m in pairs)
+    # Seed 31300078: the same reading, but T8 is graded 3. A collapsed body the column lost would
+    # hide a thirteenth rib-bearing vertebra, so the count is in doubt again, and the notes say why.
+    study = generate_study(31_300_078)
+    result = screener.screen_volume(study.volume).result
+    naming = result.level_naming
+    assert any(v.level == "T8" and v.genant_grade == 3 for v in result.vertebrae)
+    assert any(note.startswith(COUNT_AT_TOP_NOTE) for note in naming.notes), naming.notes
+    assert naming.in_doubt and naming.doubt == "rib count"
+    assert any("T8 is collapsed" in note for note in naming.notes), naming.notes
