@@ -28,6 +28,7 @@ from engine.postprocess.top_levels import (
     COUNT_MARGIN,
     FEATURE_COUNT,
     LATERAL_MM,
+    OVERRIDE_MARGIN,
     POSTERIOR_MM,
     TERM_CAP,
     TERM_FLOOR,
@@ -198,6 +199,27 @@ def own_minus_rival(rib: np.ndarray, top: np.ndarray, anatomy: str) -> float:
     rival = next(n for n in found if n.anatomy == anatomy)
     return sum(top[i, class_of(a)] - top[i, class_of(b)]
                for i, (a, b) in enumerate(zip(found[0].names, rival.names, strict=True)) if not np.isnan(top[i, 0]))
+
+
+def test_a_cue_that_outweighs_the_prior_by_the_margin_moves_the_names():
+    # A spine of 11 rib pairs whose T1 the scan cuts: 10 whole rib-bearing bodies over 5 lumbar
+    # ones and the sacrum. The top whole body is T2 by the cue, 3.45 nats more than "lower" (what
+    # the refitted cue reads on such phantoms). The prior for 12 pairs outweighs 11 by
+    # log(0.88 / 0.04) = 3.09 nats, so the cue gains 0.36: enough with the margin.
+    rib = evidence("T" * 10 + "L" * 5)
+    found = readings(rib, rib, True)
+    eleven = next(n for n in found if n.anatomy == "11 rib-bearing vertebrae")
+    assert found[0].names[0] == "T3" and eleven.names[0] == "T2"
+    prior_gap = found[0].score - eleven.score
+    assert prior_gap == pytest.approx(np.log(0.88 / 0.04))
+    top = cue(15, {0: [TERM_FLOOR, TERM_FLOOR, 3.45, 0.0]})
+    assert 3.45 - prior_gap >= OVERRIDE_MARGIN
+    names, _, notes = name_levels(rib, rib, True, top=top)
+    assert names[:2] == ["T2", "T3"] and names[9:11] == ["T11", "L1"]
+    assert naming_doubt(notes) == "close call"  # names the cue moves stay in doubt
+    # Gaining less than the margin, the prior's 12 pairs stay.
+    short = cue(15, {0: [TERM_FLOOR, TERM_FLOOR, prior_gap + OVERRIDE_MARGIN - 0.01, 0.0]})
+    assert name_levels(rib, rib, True, top=short)[0][0] == "T3"
 
 
 def test_a_c7_with_a_rib_like_process_is_read_as_cervical_when_it_looks_cervical():
