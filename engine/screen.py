@@ -39,7 +39,7 @@ from engine.postprocess.crops import (  # noqa: F401
 )
 from engine.postprocess.findings import VertebraInput, findings_from_vertebrae
 from engine.postprocess.fusion import ClassifierOutput
-from engine.postprocess.levels import LevelResult, count_doubt_after_grading, unreported_spine
+from engine.postprocess.levels import LevelResult, count_doubt_after_grading, split_doubt, unreported_spine
 from engine.postprocess.metal import dense_volume_mm3
 from engine.postprocess.top_levels import TOP_LEVELS_FILE, cached_model
 from engine.preprocess import ModelInput, Preprocessor
@@ -215,6 +215,7 @@ class Screener:
             )
         else:
             notes = count_doubt_after_grading(levels.notes, [(f.level, f.genant_grade) for f in findings])
+            notes = split_doubt(notes, [(f.level, f.centroid_lps_mm) for f in findings])
             if notes != levels.notes:
                 levels = replace(levels, notes=notes)
             result = ScreeningResult.from_findings(

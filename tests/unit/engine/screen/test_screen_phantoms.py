@@ -12,7 +12,7 @@ import pytest
 
 from engine.evaluate.matching import match_centroids
 from engine.phantom import PhantomConfig, PlantedFracture, generate_study
-from engine.postprocess.levels import COUNT_AT_TOP_NOTE
+from engine.postprocess.levels import COUNT_AT_TOP_NOTE, UNCERTAIN_NOTE
 from engine.screen import Screener
 from engine.settings import Settings
 
@@ -202,3 +202,18 @@ def test_a_rib_count_the_top_vertebrae_read_is_not_in_doubt_unless_a_thoracic_bo
     assert any(note.startswith(COUNT_AT_TOP_NOTE) for note in naming.notes), naming.notes
     assert naming.in_doubt and naming.doubt == "rib count"
     assert any("T8 is collapsed" in note for note in naming.notes), naming.notes
+
+
+def test_a_body_cut_in_two_puts_the_names_in_doubt(screener):
+    # Seed 1646354763324270371 (default config, a held-out study): the segmentation cuts L4 in
+    # two, so the column holds six bodies between T12 and the sacrum and reads six lumbar
+    # vertebrae: L4 and L5 are one body, and the true L5 is named L6. The two pieces lie half
+    # the usual spacing apart, which the result reports as a close call.
+    study = generate_study(1_646_354_763_324_270_371)
+    assert study.truth["spine"]["lumbar_count"] == 5
+    result = screener.screen_volume(study.volume).result
+    assert [v.level for v in result.vertebrae][-4:] == ["L4", "L5", "L6", "S1"]
+    naming = result.level_naming
+    assert naming.in_doubt and naming.doubt == "close call", naming
+    assert any(note.startswith(UNCERTAIN_NOTE) and "L4 and L5" in note and "cut in two" in note
+               for note in naming.notes), naming.notes
