@@ -212,7 +212,8 @@ def test_a_body_cut_in_two_puts_the_names_in_doubt(screener):
     study = generate_study(1_646_354_763_324_270_371)
     assert study.truth["spine"]["lumbar_count"] == 5
     result = screener.screen_volume(study.volume).result
-    assert [v.level for v in result.vertebrae][-4:] == ["L4", "L5", "L6", "S1"]
+    assert [v.level for v in result.vertebrae][-4:] == ["L4", "L5", "L6", "S1"], (
+        "the segmentation no longer cuts L4 in two here: this test needs another study with a cut body")
     naming = result.level_naming
     assert naming.in_doubt and naming.doubt == "close call", naming
     assert any(note.startswith(UNCERTAIN_NOTE) and "L4 and L5" in note and "cut in two" in note
