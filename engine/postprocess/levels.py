@@ -343,7 +343,7 @@ def split_doubt(notes: Sequence[str], vertebrae: Iterable[tuple[str, Sequence[fl
         f"{UNCERTAIN_NOTE}: {names[i]} and {names[i + 1]} lie {gap:.0f} mm apart where the bodies around them "
         f"lie {usual:.0f} mm apart: they may be one vertebra cut in two, and every name on one side of them "
         "one off"
-        for i, gap, usual in split_suspects(np.array([centroid for _, centroid in ordered], dtype=float).reshape(-1, 3))
+        for i, gap, usual in split_suspects(np.array([centroid for _, centroid in ordered], dtype=float))
     ]
     return [*notes, *added]
 

@@ -78,8 +78,9 @@ COUNT_MARGIN = 1.0
 (the prior left out) favouring the 12-pair names over each of those by at least this much
 (nats) reads the count from the image: the names are not reported in doubt (see
 :func:`engine.postprocess.levels.count_read_at_top`). On 280 development phantoms (default
-mix, forced 11 and 13 rib pairs, averaged 2.5-3 mm slices) it took the doubt off 74 studies, none of them misnamed once a
-collapsed thoracic vertebra keeps it; 0.5 nats took it off 2 more, 3 nats 5 fewer. It was
+mix, forced 11 and 13 rib pairs, averaged 2.5-3 mm slices) it took the doubt off 74 studies,
+none of them misnamed once a collapsed thoracic vertebra keeps it; 0.5 nats took it off 2 more,
+3 nats 5 fewer. It was
 chosen while :data:`OVERRIDE_MARGIN` was also 1.0; the two answer different questions (this one
 confirms the names the prior chose, that one moves them) and need not be equal."""
 
