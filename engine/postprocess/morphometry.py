@@ -135,7 +135,10 @@ depth inside the walls (where a reader sets the points, inside the rounded corne
 phantoms' truth is measured). From the mask alone they are carried to the walls."""
 EDGE_SEARCH_INSIDE_MM = 6.0
 """How far inside the mask's end of a ray its endplate edge is looked for in the original
-volume: the segmentation fills in a collapsed endplate by a few millimetres."""
+volume: the segmentation fills in a collapsed endplate by a few millimetres. Further does not
+pay: at 8, 10 and 12 mm, on 60 fracture-mode phantoms (seeds 38200000-38200059), no grade
+changed, the mean absolute error of the height loss rose by 0.0017-0.0032 on normal bodies (0.0439
+at 6 mm) and moved by -0.0030 to +0.0012 on fractured ones (0.0547)."""
 EDGE_SEARCH_OUTSIDE_MM = 3.0
 """How far outside the mask's end of a ray the edge is looked for."""
 EDGE_SMOOTHING_MM = 0.5
