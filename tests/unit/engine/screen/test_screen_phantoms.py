@@ -218,3 +218,22 @@ def test_a_body_cut_in_two_puts_the_names_in_doubt(screener):
     assert naming.in_doubt and naming.doubt == "close call", naming
     assert any(note.startswith(UNCERTAIN_NOTE) and "L4 and L5" in note and "cut in two" in note
                for note in naming.notes), naming.notes
+
+
+def test_the_spine_above_a_sharp_bend_is_read(screener):
+    # Seed 4274725761363724744 (default config, a study of held-out set 2525): T7 and T8 are grade 3
+    # wedges and the spine above them bends sharply forward. The bodies above T9 merge into one
+    # component whose slabs run up to 110 mm off a cubic through the column; kept or dropped whole,
+    # it was dropped with both fractures, and the study came back negative.
+    study = generate_study(4_274_725_761_363_724_744)
+    truth = study.truth["vertebrae"]
+    fractured = [v["level"] for v in truth if v["genant_grade"] == 3]
+    assert fractured == ["T7", "T8"], fractured
+    result = screener.screen_volume(study.volume).result
+    assert result.status == "ok", result.reason
+    matching = match_to_truth(truth, result)
+    found = {truth[m.truth]["level"]: result.vertebrae[m.prediction] for m in matching.pairs}
+    for level in fractured:
+        assert level in found, f"{level} not found: the result holds {[v.level for v in result.vertebrae]}"
+        assert found[level].level == level and found[level].genant_grade == 3, found[level]
+    assert result.flag is True
