@@ -664,7 +664,10 @@ def spine_column(body: np.ndarray, sacrum: np.ndarray | None, spacing_mm: np.nda
     for _ in range(SLAB_GROW_ROUNDS):
         fits = [_robust_fit(z[slab_keep], slab_centres[slab_keep, a], slab_counts[slab_keep], 3) for a in (1, 2)]
         predicted = np.column_stack([f(z) for f in fits])
-        slab_keep = np.hypot(*((slab_centres[:, 1:] - predicted) * spacing_mm[1:]).T) <= COLUMN_SLAB_LIMIT_MM
+        near = np.hypot(*((slab_centres[:, 1:] - predicted) * spacing_mm[1:]).T) <= COLUMN_SLAB_LIMIT_MM
+        if not near.any():  # a curve no slab lies near: keep the last slabs rather than fit nothing
+            break
+        slab_keep = near
     keep = np.bincount(owner, weights=slab_keep.astype(float), minlength=len(found)) > 0
     lo = int(np.floor(min(found[i].box[0].start for i in np.flatnonzero(keep))))
     hi = int(max(found[i].box[0].stop for i in np.flatnonzero(keep)))
